@@ -117,7 +117,8 @@ mod tests {
 
     #[test]
     fn display_form() {
-        let obj = ObjectRef { kind: "VirtualService".into(), namespace: "bookinfo".into(), name: "reviews".into() };
+        let obj =
+            ObjectRef { kind: "VirtualService".into(), namespace: "bookinfo".into(), name: "reviews".into() };
         let d = Diagnostic::error(obj.clone(), "spec.http[0].route", "weights sum to 90, not 100")
             .at(Origin::File { path: "a.yaml".into(), doc: 2 });
         assert_eq!(

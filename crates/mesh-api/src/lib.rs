@@ -2,8 +2,24 @@
 //! write, parsing of raw documents into them, per-object validation, and the names shared by
 //! every process (diagnostics, SPIFFE identities).
 
+pub mod common;
 pub mod diag;
+pub mod duration;
+pub mod gateway;
+pub mod istio;
+pub mod k8s;
+pub mod object;
+pub mod parse;
 pub mod spiffe;
+pub mod validate;
 
+pub use common::{
+    Destination, HeaderOperations, Headers, LabelsSelector, Percent, PolicyTargetReference, PortSelector,
+    Regex, StringMatch, WorkloadSelector,
+};
 pub use diag::{Diagnostic, ObjectRef, Origin, Severity};
-pub use spiffe::{SpiffeError, SpiffeId, DEFAULT_TRUST_DOMAIN};
+pub use duration::{Duration, DurationError};
+pub use object::{Kind, Object, ObjectKey, Resource};
+pub use parse::{DocError, Document, Parsed, parse_object, split_documents};
+pub use spiffe::{DEFAULT_TRUST_DOMAIN, SpiffeError, SpiffeId};
+pub use validate::validate;

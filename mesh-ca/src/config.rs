@@ -1,0 +1,210 @@
+//! The CA's configuration file (YAML, camelCase keys), with defaults for every field.
+//! Relative paths in it are resolved against the file's folder.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Configuration of `mesh-ca`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CaConfig {
+    /// Trust domain of every identity issued (`spiffe://<trustDomain>/...`); default `cluster.local`.
+    pub trust_domain: String,
+    /// Lifetime given when a request asks for 0 seconds (e.g. `24h`, `90m`, `3600s`); default 24 h.
+    #[serde(deserialize_with = "de_duration")]
+    pub default_ttl: Duration,
+    /// Longest lifetime issued; default 7 days (`7d`). Longer requests are clamped to it, not
+    /// refused (Istio's CA refuses them; clamping keeps clients that ask for long TTLs working,
+    /// and the issued certificate states the real validity).
+    #[serde(deserialize_with = "de_duration")]
+    pub max_ttl: Duration,
+    /// Kubernetes YAML files or folders the model is loaded from (which pods run on which
+    /// node, as whom); watched and reloaded.
+    pub model: Vec<PathBuf>,
+    /// File of `<node-name> <token>` lines: the bearer tokens nodes bootstrap with. Absent:
+    /// token bootstrap is disabled.
+    pub node_tokens_file: Option<PathBuf>,
+    /// PEM root certificate to sign with; absent: generated into the state folder on first start.
+    pub root_cert: Option<PathBuf>,
+    /// PEM (PKCS#8) private key of `rootCert`; must be given together with it.
+    pub root_key: Option<PathBuf>,
+    /// Extra DNS names for the CA's serving certificate, besides `mesh-ca`, `localhost` and
+    /// the listen IP.
+    pub server_names: Vec<String>,
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        CaConfig {
+            trust_domain: mesh_api::DEFAULT_TRUST_DOMAIN.to_string(),
+            default_ttl: Duration::from_secs(24 * 3600),
+            max_ttl: Duration::from_secs(7 * 24 * 3600),
+            model: Vec::new(),
+            node_tokens_file: None,
+            root_cert: None,
+            root_key: None,
+            server_names: Vec::new(),
+        }
+    }
+}
+
+/// The configuration file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {field}: {reason}")]
+    Parse { path: String, field: String, reason: String },
+    #[error("{path}: {}", problems.join("; "))]
+    Invalid { path: String, problems: Vec<String> },
+}
+
+/// Parses `90s`, `15m`, `24h`, `7d` or a combination like `1h30m`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected a number before {c:?}"))?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(format!("{s:?}: unknown unit {c:?} (use s, m, h or d)")),
+        };
+        total += Duration::from_secs(n * unit);
+    }
+    if !num.is_empty() {
+        return Err(format!("{s:?}: number without a unit at the end (use s, m, h or d)"));
+    }
+    Ok(total)
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+impl CaConfig {
+    /// Reads and checks a config file; relative paths become relative to its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        let mut config = Self::parse(&text, &p)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses and checks YAML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: CaConfig = if text.trim().is_empty() {
+            CaConfig::default()
+        } else {
+            let de = serde_yaml::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
+                path: origin.to_string(),
+                field: e.path().to_string(),
+                reason: e.inner().to_string(),
+            })?
+        };
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if mesh_api::SpiffeId::new(&self.trust_domain, "ns", "sa").is_err() {
+            problems.push(format!("trustDomain: {:?} is not a valid trust domain", self.trust_domain));
+        }
+        if self.default_ttl.is_zero() {
+            problems.push("defaultTtl: must be positive".into());
+        }
+        if self.max_ttl.is_zero() {
+            problems.push("maxTtl: must be positive".into());
+        }
+        if self.default_ttl > self.max_ttl {
+            problems.push(format!(
+                "defaultTtl: {}s exceeds maxTtl {}s",
+                self.default_ttl.as_secs(),
+                self.max_ttl.as_secs()
+            ));
+        }
+        if self.root_cert.is_some() != self.root_key.is_some() {
+            problems.push("rootCert/rootKey: give both or neither".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid { path: origin.to_string(), problems })
+        }
+    }
+
+    /// Makes relative paths relative to `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        self.model.iter_mut().for_each(fix);
+        for p in [&mut self.node_tokens_file, &mut self.root_cert, &mut self.root_key].into_iter().flatten() {
+            fix(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("5x").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("5h3").unwrap_err().contains("without a unit"));
+    }
+
+    #[test]
+    fn parse_and_validate() {
+        let c = CaConfig::parse("trustDomain: example.org\ndefaultTtl: 1h\nmaxTtl: 2d\n", "t").unwrap();
+        assert_eq!(c.trust_domain, "example.org");
+        assert_eq!(c.default_ttl, Duration::from_secs(3600));
+        assert_eq!(CaConfig::parse("", "t").unwrap(), CaConfig::default());
+        let e = CaConfig::parse("defaultTtl: 8d\nrootCert: a.pem\ntrustDomain: Bad\n", "f.yaml").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("defaultTtl: 691200s exceeds maxTtl"), "{msg}");
+        assert!(msg.contains("rootCert/rootKey"), "{msg}");
+        assert!(msg.contains("trustDomain"), "{msg}");
+        let e = CaConfig::parse("maxTtl: 3q\n", "f.yaml").unwrap_err().to_string();
+        assert!(e.starts_with("f.yaml: maxTtl:"), "{e}");
+        let e = CaConfig::parse("bogus: 1\n", "f.yaml").unwrap_err().to_string();
+        assert!(e.contains("unknown field `bogus`"), "{e}");
+    }
+}

@@ -1,0 +1,129 @@
+//! Starting the CA: root material, the serving certificate, node tokens, the placement, and
+//! the gRPC server over TLS (client certificates optional, so token bootstrap works).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use mesh_identity::proto::istio_certificate_service_server::IstioCertificateServiceServer;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::auth::{NodeTokens, TokenFileError};
+use crate::authority::Authority;
+use crate::config::{CaConfig, ConfigError};
+use crate::placement::{ModelPlacement, Placement};
+use crate::service::{CaService, CaState};
+use crate::state::{RootCa, StateError};
+
+/// Where and how to run.
+#[derive(Debug, Clone)]
+pub struct CaOptions {
+    pub config: CaConfig,
+    /// Folder holding the generated root (created if missing).
+    pub state_dir: PathBuf,
+    /// Address to listen on (port 0 picks one).
+    pub listen: SocketAddr,
+}
+
+/// The CA could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("root CA: {0}")]
+    State(#[from] StateError),
+    #[error("node tokens: {0}")]
+    Tokens(#[from] TokenFileError),
+    #[error("listening on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("gRPC server: {0}")]
+    Server(#[from] tonic::transport::Error),
+    #[error("gRPC server task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A running CA.
+#[derive(Debug)]
+pub struct RunningCa {
+    /// The address actually bound.
+    pub local_addr: SocketAddr,
+    /// The root clients must trust (PEM).
+    pub root_pem: String,
+    /// Where the root certificate file is.
+    pub root_cert_path: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl RunningCa {
+    /// Stops accepting calls, lets running ones finish, and waits for the server to end.
+    pub async fn shutdown(mut self) -> Result<(), CaError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await??;
+        Ok(())
+    }
+
+    /// Waits until the server ends on its own (an error) — it normally runs forever.
+    pub async fn wait(mut self) -> Result<(), CaError> {
+        (&mut self.task).await??;
+        Ok(())
+    }
+}
+
+impl Drop for RunningCa {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Starts the CA with the model loaded (and watched) from `config.model`.
+pub async fn start(opts: CaOptions) -> Result<RunningCa, CaError> {
+    let placement =
+        Arc::new(ModelPlacement::watch_files(opts.config.model.clone(), &opts.config.trust_domain));
+    start_with(opts, placement).await
+}
+
+/// Starts the CA with a given placement.
+pub async fn start_with(opts: CaOptions, placement: Arc<dyn Placement>) -> Result<RunningCa, CaError> {
+    let config = &opts.config;
+    let configured = config.root_cert.as_deref().zip(config.root_key.as_deref());
+    let root = RootCa::load_or_create(configured, &opts.state_dir, &config.trust_domain)?;
+    let tokens = config.node_tokens_file.as_deref().map(NodeTokens::open).transpose()?;
+    if tokens.is_none() {
+        tracing::warn!("no nodeTokensFile: nodes cannot bootstrap with a token");
+    }
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| CaError::Bind { addr: opts.listen, source })?;
+    let local_addr = listener.local_addr().map_err(|source| CaError::Bind { addr: opts.listen, source })?;
+    let (chain, key) = root.serving_cert(&config.server_names, Some(local_addr.ip()))?;
+    let root_pem = root.cert_pem().to_string();
+    let root_cert_path = root.cert_path.clone();
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(chain, key))
+        .client_ca_root(Certificate::from_pem(&root_pem))
+        .client_auth_optional(true);
+    let state = Arc::new(CaState {
+        authority: Authority::new(root, config.default_ttl, config.max_ttl),
+        trust_domain: config.trust_domain.clone(),
+        tokens,
+        placement,
+    });
+    let router = Server::builder()
+        .tls_config(tls)?
+        .add_service(IstioCertificateServiceServer::new(CaService::new(state)));
+    let (tx, rx) = oneshot::channel::<()>();
+    let incoming = TcpIncoming::from(listener);
+    let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = rx.await;
+    }));
+    tracing::info!(%local_addr, root = %root_cert_path.display(), trust_domain = %config.trust_domain, "mesh-ca serving");
+    Ok(RunningCa { local_addr, root_pem, root_cert_path, shutdown: Some(tx), task })
+}
