@@ -1,7 +1,7 @@
 //! `meshctl analyze` end to end: the real binary over the repository's example mesh and over
 //! every deliberately broken file in `tests/data/invalid/`, whose `# expect:` comments list
-//! exactly the diagnostics analyze must print for it (and so its exit code: 1 when any of
-//! them is an error, 0 when all are warnings).
+//! exactly the diagnostics analyze must print for it (exit 1), and every warning-only file in
+//! `tests/data/warnings/` (exit 0).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,17 +54,17 @@ fn counts(lines: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
     m
 }
 
-#[test]
-fn every_invalid_file_reports_exactly_its_expected_diagnostics() -> Result<()> {
-    let dir = repo_root().join("tests/data/invalid");
+/// Runs analyze on every file of `tests/data/<dir>/`, one at a time, and checks that it
+/// prints exactly the file's `# expect:` lines and exits with `want_code`. Returns how many
+/// files were checked.
+fn check_expectations(dir: &str, want_code: i32) -> Result<usize> {
+    let path = repo_root().join("tests/data").join(dir);
     let mut files: Vec<PathBuf> =
-        std::fs::read_dir(&dir)?.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>()?;
+        std::fs::read_dir(&path)?.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>()?;
     files.retain(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")));
     files.sort();
-    ensure!(files.len() >= 20, "only {} invalid files in {}", files.len(), dir.display());
 
     let mut failures = Vec::new();
-    let mut with_errors = 0;
     for file in &files {
         let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
         let expected = expectations(file)?;
@@ -72,13 +72,17 @@ fn every_invalid_file_reports_exactly_its_expected_diagnostics() -> Result<()> {
             failures.push(format!("{name}: no `# expect:` line"));
             continue;
         }
-        let rel = format!("tests/data/invalid/{name}");
+        let has_error = expected.iter().any(|l| !l.contains(": warning: "));
+        if has_error != (want_code == 1) {
+            failures.push(format!(
+                "{name}: files in {dir}/ must expect {}",
+                if want_code == 1 { "an error" } else { "only warnings" }
+            ));
+        }
+        let rel = format!("tests/data/{dir}/{name}");
         let out = meshctl(&["analyze", &rel])?;
         let stdout = text(&out.stdout);
         let mut problems = Vec::new();
-        // Exit 1 on any error, 0 when only warnings are expected.
-        let want_code = if expected.iter().any(|l| !l.contains(": warning: ")) { 1 } else { 0 };
-        with_errors += want_code;
         if out.status.code() != Some(want_code) {
             problems.push(format!("exit code {:?}, expected {want_code}", out.status.code()));
         }
@@ -112,7 +116,20 @@ fn every_invalid_file_reports_exactly_its_expected_diagnostics() -> Result<()> {
         files.len(),
         failures.join("\n")
     );
-    ensure!(with_errors >= 20, "only {with_errors} invalid files expect an error");
+    Ok(files.len())
+}
+
+#[test]
+fn every_invalid_file_reports_exactly_its_expected_diagnostics_and_exits_1() -> Result<()> {
+    let n = check_expectations("invalid", 1)?;
+    ensure!(n >= 20, "only {n} invalid files");
+    Ok(())
+}
+
+#[test]
+fn warning_only_files_report_their_warnings_and_exit_0() -> Result<()> {
+    let n = check_expectations("warnings", 0)?;
+    ensure!(n >= 2, "only {n} warning files");
     Ok(())
 }
 

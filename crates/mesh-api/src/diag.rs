@@ -48,6 +48,13 @@ pub struct ObjectRef {
     pub name: String,
 }
 
+impl ObjectRef {
+    /// True when nothing is known of the object (a file that could not be read or split).
+    pub fn is_empty(&self) -> bool {
+        self.kind.is_empty() && self.namespace.is_empty() && self.name.is_empty()
+    }
+}
+
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = if self.kind.is_empty() { "<unknown kind>" } else { &self.kind };
@@ -98,9 +105,13 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     /// `path:doc kind namespace/name: field: message`, with `warning: ` before the message
-    /// of warnings.
+    /// of warnings; `path:doc: message` when the document could not be read as an object.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: ", self.origin, self.object)?;
+        if self.object.is_empty() {
+            write!(f, "{}: ", self.origin)?;
+        } else {
+            write!(f, "{} {}: ", self.origin, self.object)?;
+        }
         if !self.field.is_empty() {
             write!(f, "{}: ", self.field)?;
         }
@@ -127,5 +138,8 @@ mod tests {
         );
         let w = Diagnostic::warning(obj, "", "selects no workload");
         assert_eq!(w.to_string(), "- VirtualService bookinfo/reviews: warning: selects no workload");
+        let file = Diagnostic::error(ObjectRef::default(), "", "document 3: mapping values are not allowed")
+            .at(Origin::File { path: "a.yaml".into(), doc: 3 });
+        assert_eq!(file.to_string(), "a.yaml:3: document 3: mapping values are not allowed");
     }
 }

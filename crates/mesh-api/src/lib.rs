@@ -1,6 +1,12 @@
 //! The input language: typed models of the Kubernetes, Istio and Gateway API objects users
 //! write, parsing of raw documents into them, per-object validation, and the names shared by
 //! every process (diagnostics, SPIFFE identities).
+//!
+//! Entry points: [`split_documents`] turns a file's text into indexed documents and
+//! [`parse_object`] turns one document into a validated [`Object`] (or says why not, or that
+//! it is not ours). Models live in [`k8s`] (re-exported k8s-openapi types), [`istio`] and
+//! [`gateway`]; [`validate`] holds the per-object rules; cross-object checks belong to the
+//! model crate.
 
 pub mod common;
 pub mod diag;

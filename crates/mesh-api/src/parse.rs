@@ -64,18 +64,20 @@ pub fn split_documents(text: &str) -> Vec<Result<Document, DocError>> {
         return out;
     }
     for (index, (first_line, chunk)) in yaml_chunks(text).into_iter().enumerate() {
-        match serde_yaml::from_str::<serde_yaml::Value>(chunk) {
-            Ok(mut v) => {
-                if let Err(e) = v.apply_merge() {
-                    out.push(Err(DocError { index, message: format!("invalid YAML merge key: {e}") }));
-                    continue;
-                }
-                match yaml_to_json(v) {
-                    Ok(v) => push_value(&mut out, index, v),
-                    Err(message) => out.push(Err(DocError { index, message })),
-                }
-            }
-            Err(e) => out.push(Err(DocError { index, message: yaml_error(&e, first_line) })),
+        let parsed = if chunk.contains("<<") {
+            // Merge keys need serde_yaml's own tree; the direct path is ~2x faster otherwise.
+            serde_yaml::from_str::<serde_yaml::Value>(chunk).map_err(|e| yaml_error(&e, first_line)).and_then(
+                |mut v| {
+                    v.apply_merge().map_err(|e| format!("invalid YAML merge key: {e}"))?;
+                    yaml_to_json(v)
+                },
+            )
+        } else {
+            serde_yaml::from_str::<Value>(chunk).map_err(|e| yaml_error(&e, first_line))
+        };
+        match parsed {
+            Ok(v) => push_value(&mut out, index, v),
+            Err(message) => out.push(Err(DocError { index, message })),
         }
     }
     out

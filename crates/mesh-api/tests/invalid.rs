@@ -35,9 +35,11 @@ fn diagnostics_of(text: &str) -> Vec<String> {
 }
 
 fn owned_invalid_files() -> Vec<PathBuf> {
-    let dir = repo_root().join("tests/data/invalid");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+    // Warning-only cases (accepted, but flagged) live beside the invalid ones.
+    let dirs = [repo_root().join("tests/data/invalid"), repo_root().join("tests/data/warnings")];
+    let mut files: Vec<PathBuf> = dirs
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())))
         .map(|e| e.unwrap().path())
         .filter(|p| {
             let name = p.file_name().unwrap().to_string_lossy().to_string();

@@ -190,10 +190,7 @@ fn errors_keep_the_key_and_the_field_path() {
     let no_name = parse_object(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {}}));
     assert!(matches!(no_name, Parsed::Invalid { key: None, .. }));
     let not_obj = parse_object(json!("hello"));
-    assert_eq!(
-        messages(&not_obj),
-        vec!["- <unknown kind> : document is not an object (got a string)".to_string()]
-    );
+    assert_eq!(messages(&not_obj), vec!["-: document is not an object (got a string)".to_string()]);
 }
 
 #[test]

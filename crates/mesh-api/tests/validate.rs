@@ -210,3 +210,18 @@ fn gateway_api_rules() {
         ]
     );
 }
+
+#[test]
+fn metadata_names_and_labels() {
+    let doc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "Bad_Name", "namespace": "My.NS", "labels": {"app": "a b"}}});
+    let Parsed::Invalid { diagnostics, .. } = parse_object(doc) else { panic!() };
+    let got: Vec<String> = diagnostics.iter().map(|d| format!("{}: {}", d.field, d.message)).collect();
+    assert_eq!(
+        got,
+        [
+            "metadata.name: \"Bad_Name\" is not a valid name (lowercase letters, digits, '-' and '.', at most 253)",
+            "metadata.namespace: \"My.NS\" is not a valid namespace (lowercase letters, digits and '-', at most 63)",
+            "metadata.labels.app: invalid label value \"a b\": may contain only alphanumerics, '-', '_' and '.'",
+        ]
+    );
+}

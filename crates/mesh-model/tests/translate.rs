@@ -265,7 +265,7 @@ fn unreadable_path_names_the_file() {
     let loaded = load_paths(&[PathBuf::from("does/not/exist.yaml")]);
     assert_eq!(loaded.diagnostics.len(), 1);
     let msg = loaded.diagnostics[0].to_string();
-    assert!(msg.starts_with("does/not/exist.yaml:0 ") && msg.contains("cannot read"), "{msg}");
+    assert!(msg.starts_with("does/not/exist.yaml:0: ") && msg.contains("cannot read"), "{msg}");
 }
 
 #[test]

@@ -80,7 +80,7 @@ async fn watched_file_changes_reach_the_model_within_a_second() {
     assert_eq!(version(&store.current(), "10.0.0.2").as_deref(), Some("v2"), "p2 kept from before");
     let diags = store.diagnostics();
     let err = diags.iter().find(|d| d.is_error()).expect("syntax error reported");
-    assert!(err.to_string().contains("pods.yaml:1 "), "{err}");
+    assert!(err.to_string().contains("pods.yaml:1: invalid YAML at line 16"), "{err}");
 
     // A new file, then deleting the first one.
     write(&dir.path().join("more.yml"), &[pod("p3", "10.0.0.3", "v1")]);

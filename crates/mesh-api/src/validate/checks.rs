@@ -154,7 +154,13 @@ fn is_label_name(s: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn is_dns_subdomain(s: &str) -> bool {
+/// RFC 1123 label: namespaces and most names.
+pub(crate) fn is_dns_label(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 63 && !s.contains('.') && is_dns_subdomain(s)
+}
+
+/// RFC 1123 subdomain: object names.
+pub(crate) fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|l| {

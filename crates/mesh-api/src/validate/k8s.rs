@@ -6,9 +6,6 @@ use super::checks::{Ctx, is_port_name};
 use crate::k8s::{EndpointSlice, Pod, Service};
 
 pub(super) fn pod(cx: &mut Ctx, pod: &Pod) {
-    if let Some(labels) = &pod.metadata.labels {
-        cx.labels("metadata.labels", labels);
-    }
     if let Some(spec) = &pod.spec {
         for (i, c) in spec.containers.iter().enumerate() {
             for (j, p) in c.ports.iter().flatten().enumerate() {

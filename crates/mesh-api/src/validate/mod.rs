@@ -15,6 +15,7 @@ use crate::object::Object;
 /// Validates one object; returns its errors and warnings in field order.
 pub fn validate(object: &Object) -> Vec<Diagnostic> {
     let mut cx = Ctx::new(object.object_ref());
+    metadata(&mut cx, object);
     match object {
         Object::Namespace(_) | Object::ServiceAccount(_) => {}
         Object::Pod(o) => k8s::pod(&mut cx, o),
@@ -34,4 +35,23 @@ pub fn validate(object: &Object) -> Vec<Diagnostic> {
         Object::KubeGateway(o) => gateway::kube_gateway(&mut cx, &o.spec),
     }
     cx.diags
+}
+
+/// What kubectl would refuse in metadata: malformed names and label syntax.
+fn metadata(cx: &mut Ctx, object: &Object) {
+    let name = object.name();
+    if !checks::is_dns_subdomain(name) {
+        cx.err(
+            "metadata.name",
+            format!("{name:?} is not a valid name (lowercase letters, digits, '-' and '.', at most 253)"),
+        );
+    }
+    let ns = object.namespace();
+    if !ns.is_empty() && !checks::is_dns_label(ns) {
+        cx.err(
+            "metadata.namespace",
+            format!("{ns:?} is not a valid namespace (lowercase letters, digits and '-', at most 63)"),
+        );
+    }
+    cx.labels("metadata.labels", object.labels());
 }
