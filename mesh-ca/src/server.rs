@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mesh_identity::proto::istio_certificate_service_server::IstioCertificateServiceServer;
 use tokio::sync::oneshot;
@@ -17,6 +18,9 @@ use crate::config::{CaConfig, ConfigError};
 use crate::placement::{ModelPlacement, Placement};
 use crate::service::{CaService, CaState};
 use crate::state::{RootCa, StateError};
+
+/// How long a shutdown waits for open calls and connections before closing them.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where and how to run.
 #[derive(Debug, Clone)]
@@ -59,12 +63,27 @@ pub struct RunningCa {
 }
 
 impl RunningCa {
-    /// Stops accepting calls, lets running ones finish, and waits for the server to end.
-    pub async fn shutdown(mut self) -> Result<(), CaError> {
+    /// Stops accepting calls and lets running ones finish for up to [`DRAIN_TIMEOUT`]; then
+    /// closes the remaining connections (clients keep idle channels open indefinitely).
+    pub async fn shutdown(self) -> Result<(), CaError> {
+        self.shutdown_within(DRAIN_TIMEOUT).await
+    }
+
+    /// Like [`RunningCa::shutdown`] with a given drain deadline.
+    pub async fn shutdown_within(mut self, drain: Duration) -> Result<(), CaError> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        (&mut self.task).await??;
+        match tokio::time::timeout(drain, &mut self.task).await {
+            Ok(r) => r??,
+            Err(_) => {
+                tracing::info!(
+                    drain_s = drain.as_secs_f64(),
+                    "drain deadline reached; closing remaining connections"
+                );
+                self.task.abort();
+            }
+        }
         Ok(())
     }
 

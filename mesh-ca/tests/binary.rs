@@ -30,7 +30,7 @@ async fn binary_serves_and_stops_on_sigterm() {
     std::fs::write(dir.path().join("tokens"), "node-a token-node-a-0123456789\n").unwrap();
     let config = dir.path().join("ca.yaml");
     std::fs::write(&config, format!("model: [{}]\nnodeTokensFile: tokens\n", fixture.display())).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mesh-ca"))
+    let child = Command::new(env!("CARGO_BIN_EXE_mesh-ca"))
         .arg("--config")
         .arg(&config)
         .arg("--state-dir")
@@ -41,8 +41,9 @@ async fn binary_serves_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut child = KillOnDrop(child);
     // The log line announcing the bound address.
-    let stderr = child.stderr.take().unwrap();
+    let stderr = child.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -69,8 +70,28 @@ async fn binary_serves_and_stops_on_sigterm() {
     assert_eq!(chain.len(), 2);
 
     // SIGTERM: a clean exit.
-    let pid = child.id().to_string();
+    // SIGTERM with the client's connection still open: drained, then a clean exit.
+    let pid = child.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = child.wait().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "mesh-ca did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(status.success(), "{status}");
+}
+
+/// Kills the CA if the test fails before stopping it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }

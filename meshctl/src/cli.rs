@@ -30,6 +30,9 @@ pub enum Command {
     #[command(after_help = "Exit status: 0 when there are no errors (warnings allowed), 1 when there are \
                             errors, 2 on usage errors or a path that cannot be read.")]
     Analyze(AnalyzeArgs),
+    /// Request a workload certificate from a CA as a node's ztunnel would (node bootstrap
+    /// with its token, then the workload identity) and print it, without its key.
+    Cert(crate::cert::CertArgs),
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +63,13 @@ pub fn run(cli: Cli) -> ExitCode {
     let mut err = std::io::stderr().lock();
     let code = match cli.command {
         Command::Analyze(args) => run_analyze(&args, &mut out, &mut err),
+        Command::Cert(args) => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(crate::cert::run_cert(&args, &mut out, &mut err)),
+            Err(e) => {
+                let _ = writeln!(err, "meshctl: cannot start the async runtime: {e}");
+                EXIT_USAGE
+            }
+        },
     };
     ExitCode::from(code)
 }
