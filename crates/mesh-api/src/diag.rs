@@ -55,13 +55,31 @@ impl ObjectRef {
     }
 }
 
+/// Writes user-supplied text with control characters escaped (`\n` as `\\n`), so that every
+/// diagnostic stays on one line: names, keys and values come from untrusted documents, and a
+/// newline in them must not forge extra lines in `analyze` output or in logs.
+struct OneLine<'a>(&'a str);
+
+impl fmt::Display for OneLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(i) = rest.find(char::is_control) {
+            f.write_str(&rest[..i])?;
+            let c = rest[i..].chars().next().unwrap_or_default();
+            write!(f, "{}", c.escape_default())?;
+            rest = &rest[i + c.len_utf8()..];
+        }
+        f.write_str(rest)
+    }
+}
+
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = if self.kind.is_empty() { "<unknown kind>" } else { &self.kind };
         if self.namespace.is_empty() {
-            write!(f, "{kind} {}", self.name)
+            write!(f, "{} {}", OneLine(kind), OneLine(&self.name))
         } else {
-            write!(f, "{kind} {}/{}", self.namespace, self.name)
+            write!(f, "{} {}/{}", OneLine(kind), OneLine(&self.namespace), OneLine(&self.name))
         }
     }
 }
@@ -113,12 +131,12 @@ impl fmt::Display for Diagnostic {
             write!(f, "{} {}: ", self.origin, self.object)?;
         }
         if !self.field.is_empty() {
-            write!(f, "{}: ", self.field)?;
+            write!(f, "{}: ", OneLine(&self.field))?;
         }
         if self.severity == Severity::Warning {
             f.write_str("warning: ")?;
         }
-        f.write_str(&self.message)
+        write!(f, "{}", OneLine(&self.message))
     }
 }
 
@@ -141,5 +159,14 @@ mod tests {
         let file = Diagnostic::error(ObjectRef::default(), "", "document 3: mapping values are not allowed")
             .at(Origin::File { path: "a.yaml".into(), doc: 3 });
         assert_eq!(file.to_string(), "a.yaml:3: document 3: mapping values are not allowed");
+    }
+
+    #[test]
+    fn user_text_cannot_break_the_line() {
+        let obj = ObjectRef { kind: "Pod".into(), namespace: "ns\r".into(), name: "bad\nname".into() };
+        let d = Diagnostic::error(obj, "metadata.labels.app\n", "unknown variant \"a\nb\"\u{7}");
+        let text = d.to_string();
+        assert!(!text.contains(['\n', '\r', '\u{7}']), "{text:?}");
+        assert_eq!(text, "- Pod ns\\r/bad\\nname: metadata.labels.app\\n: unknown variant \"a\\nb\"\\u{7}");
     }
 }

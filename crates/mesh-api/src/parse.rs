@@ -239,10 +239,10 @@ pub fn parse_object(value: Value) -> Parsed {
             let known: Vec<&str> =
                 Kind::ALL.iter().filter(|k| k.group() == group).map(|k| k.as_str()).collect();
             let msg = if known.is_empty() {
-                format!("unknown kind {kind_str:?} in API group {group}")
+                format!("unknown kind {kind_str:?} in API group {group:?}")
             } else {
                 format!(
-                    "unknown kind {kind_str:?} in API group {group} (expected one of {})",
+                    "unknown kind {kind_str:?} in API group {group:?} (expected one of {})",
                     known.join(", ")
                 )
             };

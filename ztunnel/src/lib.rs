@@ -1,0 +1,1 @@
+//! The node proxy (issue 3): being written.
