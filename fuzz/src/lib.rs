@@ -1,8 +1,11 @@
 //! Shared checks of the fuzz targets: the config pipeline (`split_documents` →
 //! `parse_object` → `translate`) run on one input, with the invariants that must hold for
-//! any input. A broken invariant panics, which libFuzzer reports as a crash.
+//! any input; the HBONE checks live in [`hbone`] and [`h2_server`]. A broken invariant
+//! panics, which libFuzzer reports as a crash.
 
 pub mod grammar;
+pub mod h2_server;
+pub mod hbone;
 
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
@@ -152,7 +155,7 @@ fn assert_same(a: &Parsed, b: &Parsed) {
 /// Whether a check of a known, reported bug is switched off (`MESH_FUZZ_SKIP`, a comma list
 /// of check ids, as `scripts/fuzz` sets from `fuzz/known-bugs`), so fuzzing can get past it.
 /// The regression replay runs with every check on.
-fn skipped(check: &str) -> bool {
+pub(crate) fn skipped(check: &str) -> bool {
     static SKIP: OnceLock<Vec<String>> = OnceLock::new();
     SKIP.get_or_init(|| {
         std::env::var("MESH_FUZZ_SKIP")
