@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mesh_telemetry::LogFormat;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -63,10 +63,10 @@ pub struct Config {
     /// Readiness `/healthz/ready` server (socket address; default 0.0.0.0:15021).
     pub readiness_addr: SocketAddr,
     /// How long open connections may run after SIGTERM before they are closed (duration).
-    #[serde(with = "duration")]
+    #[serde(with = "mesh_api::duration::config")]
     pub drain_deadline: Duration,
     /// Timeout of a TCP connect to an upstream (duration).
-    #[serde(with = "duration")]
+    #[serde(with = "mesh_api::duration::config")]
     pub connect_timeout: Duration,
     /// Bind outbound sockets to the source pod's IP (bool; loopback mode: pod IPs are local).
     pub bind_source_ip: bool,
@@ -198,43 +198,9 @@ impl Config {
     }
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| format!("{s:?}: not a duration"))?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected a number before the unit"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    }
-}
-
-mod duration {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!("{}ms", d.as_millis()))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(s) => Ok(Duration::from_secs(s)),
-            Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
-        }
-    }
+/// Parses a duration flag: `250ms`, `5s`, `2m`, `1h`, `7d`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, mesh_api::duration::DurationError> {
+    mesh_api::duration::parse_config(s)
 }
 
 #[cfg(test)]

@@ -206,3 +206,62 @@ mod tests {
         assert_eq!(Duration(Std::from_nanos(5)).to_string(), "0.000000005s");
     }
 }
+
+/// Durations in the processes' own configuration files and flags (not in Istio objects): a Go
+/// duration (`250ms`, `1h30m`), a bare number of seconds (`45`), or whole days (`7d`), which
+/// certificate lifetimes want and Go durations lack.
+pub fn parse_config(text: &str) -> Result<std::time::Duration, DurationError> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    if let Some(days) = t.strip_suffix('d').and_then(|d| d.parse::<u64>().ok()) {
+        return days
+            .checked_mul(86_400)
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| DurationError::Overflow(text.to_string()));
+    }
+    t.parse::<Duration>().map(|d| d.0)
+}
+
+/// `#[serde(with = "mesh_api::duration::config")]` for `std::time::Duration` fields of the
+/// processes' configuration: reads what [`parse_config`] reads, writes the [`Duration`] form
+/// (so `/config_dump` shows `1.5s`).
+pub mod config {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&super::Duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(std::time::Duration::from_secs(s)),
+            Raw::Text(t) => super::parse_config(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+    use std::time::Duration as Std;
+
+    #[test]
+    fn config_durations() {
+        assert_eq!(parse_config("24h"), Ok(Std::from_secs(86_400)));
+        assert_eq!(parse_config("1h30m"), Ok(Std::from_secs(5_400)));
+        assert_eq!(parse_config("7d"), Ok(Std::from_secs(7 * 86_400)));
+        assert_eq!(parse_config("45"), Ok(Std::from_secs(45)));
+        assert_eq!(parse_config("250ms"), Ok(Std::from_millis(250)));
+        assert!(matches!(parse_config("5x"), Err(DurationError::UnknownUnit(..))));
+        assert!(matches!(parse_config("-5s"), Err(DurationError::Negative(..))));
+        assert!(matches!(parse_config("99999999999999999d"), Err(DurationError::Overflow(..))));
+    }
+}
