@@ -363,6 +363,8 @@ pub async fn start(config: Config, log: Option<LogHandle>) -> Result<Ztunnel, St
         socks5 = %z.socks5_addr,
         outbound = %z.outbound_addr,
         admin = %z.admin_addr,
+        metrics = %z.metrics_addr,
+        readiness = %z.readiness_addr,
         "ztunnel started"
     );
     Ok(z)

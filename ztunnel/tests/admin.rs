@@ -83,9 +83,26 @@ async fn readiness_waits_for_certificates_of_local_pods() {
     assert_eq!(status, 200);
 }
 
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+/// The addresses the binary bound (it is given port 0 everywhere, so no port can be taken
+/// by someone else between choosing and binding), from its JSON "ztunnel started" log line.
+async fn bound_addresses(log_path: &std::path::Path) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(log_path).unwrap_or_default();
+        let started = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message"] == "ztunnel started");
+        if let Some(v) = started {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "binary never started: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn addr_field(v: &serde_json::Value, name: &str) -> SocketAddr {
+    v[name].as_str().unwrap_or_else(|| panic!("no {name} in {v}")).parse().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,8 +112,7 @@ async fn binary_serves_then_drains_on_sigterm() {
     let echo = echo_server(SocketAddr::new(ip(net, 2, 10), 8080)).await;
     // The in-process node-a stops serving its pod so the binary can take over as node-a.
     mesh.a.shutdown().await;
-    let (socks, admin, metrics, ready, outbound) =
-        (free_port(), free_port(), free_port(), free_port(), free_port());
+    let any = "127.0.0.1:0";
     let d = mesh.dir.path();
     let log_path = d.join("ztunnel-a.log");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ztunnel"))
@@ -107,14 +123,16 @@ async fn binary_serves_then_drains_on_sigterm() {
         .arg(d.join("node-a.token"))
         .arg("--model")
         .arg(d.join("model"))
-        .args(["--socks5-addr", &socks.to_string(), "--admin-addr", &admin.to_string()])
-        .args(["--metrics-addr", &metrics.to_string(), "--readiness-addr", &ready.to_string()])
-        .args(["--outbound-addr", &outbound.to_string(), "--drain-deadline", "1500ms"])
+        .args(["--socks5-addr", any, "--admin-addr", any, "--metrics-addr", any, "--readiness-addr", any])
+        .args(["--outbound-addr", any, "--drain-deadline", "1500ms"])
         .args(["--log-format", "json", "--log-level", "info"])
         .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    let started = bound_addresses(&log_path).await;
+    let (socks, admin, ready) =
+        (addr_field(&started, "socks5"), addr_field(&started, "admin"), addr_field(&started, "readiness"));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(mut s) = tokio::net::TcpStream::connect(ready).await {
