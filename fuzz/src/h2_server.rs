@@ -1,7 +1,7 @@
 //! The server side of HBONE's HTTP/2 fed raw bytes: an `h2::server` connection, built with
 //! `mesh_hbone::ServerSettings::default()` as the HBONE server builds it, over an in-memory
 //! duplex instead of TLS. The client half writes the HTTP/2 preface and then the fuzz input,
-//! and closes; every request h2 decodes goes through [`crate::hbone::check_request`] and is
+//! lets the server work through it, and closes; every request h2 decodes goes through [`crate::hbone::check_request`] and is
 //! answered as `mesh_hbone`'s server answers (error status and end of stream, or `200` and a
 //! tunnel, here an echo of the request body). This fuzzes h2's frame and HPACK decoding
 //! together with our request handling.
@@ -24,6 +24,8 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const PIPE_BYTES: usize = 64 * 1024;
 /// Most body bytes a tunnel echoes, so one input cannot make the server work for long.
 const ECHO_LIMIT: usize = 256 * 1024;
+/// Scheduler turns given to the server between the last input byte and the client's close.
+const SETTLE_YIELDS: usize = 32;
 /// Time one input may take; the client has closed by then, so the server must be done.
 const DEADLINE: Duration = Duration::from_secs(2);
 
@@ -48,6 +50,11 @@ async fn run(data: &[u8]) {
         // The server may stop reading early (GOAWAY); a failed write is then expected.
         let _ = to_server.write_all(PREFACE).await;
         let _ = to_server.write_all(data).await;
+        // h2's `accept` drops requests still queued when it sees EOF in the same poll, so let
+        // the server (and its tunnel tasks) handle what was sent before closing.
+        for _ in 0..SETTLE_YIELDS {
+            tokio::task::yield_now().await;
+        }
         let _ = to_server.shutdown().await;
     };
     let read = async move {

@@ -51,7 +51,7 @@ pub fn check_connect_input(data: &[u8]) {
         };
         req.headers_mut().append(name, value);
     }
-    check_request(&req);
+    let _ = check_request(&req);
 }
 
 fn method_from(line: &[u8]) -> Option<Method> {

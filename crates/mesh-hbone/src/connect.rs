@@ -93,7 +93,10 @@ pub fn parse_connect(req: &Request<()>) -> Result<ConnectHead, StatusCode> {
     }
     let authority = uri.authority().ok_or(StatusCode::BAD_REQUEST)?.as_str();
     let authority: SocketAddr = authority.parse().map_err(|_| StatusCode::BAD_REQUEST)?;
-    if authority.port() == 0 || authority.ip().is_unspecified() {
+    // The unspecified address (also in its IPv4-mapped form) reaches this host itself; a zone
+    // id would let the peer pick our outgoing interface. Neither names a workload.
+    let zoned = matches!(authority, SocketAddr::V6(v6) if v6.scope_id() != 0);
+    if authority.port() == 0 || canonical(authority.ip()).is_unspecified() || zoned {
         return Err(StatusCode::BAD_REQUEST);
     }
     let forwarded_for = req.headers().get(FORWARDED).and_then(|v| parse_forwarded_for(v.as_bytes()));
@@ -182,6 +185,9 @@ mod tests {
             "10.1.2.3",
             "10.1.2.3:0",
             "0.0.0.0:80",
+            "[::]:80",
+            "[::ffff:0.0.0.0]:80",
+            "[fe80::1%2]:15008",
             "10.1.2.3:99999",
             "2001:db8::1:80",
             "http://10.1.2.3:80/",

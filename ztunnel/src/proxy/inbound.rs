@@ -4,7 +4,6 @@
 //! peer's SPIFFE identity (401), and is delivered to `<pod ip>:<port>` (503 when the
 //! application refuses). Reported with reporter `destination`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::StatusCode;
@@ -34,11 +33,14 @@ impl ConnectHandler for InboundHandler {
         let ctx = &self.ctx;
         let model = ctx.model.current();
         let dst = req.authority;
-        let src_ip = req.forwarded_for.unwrap_or(req.peer_addr.ip());
-        let src_addr =
-            SocketAddr::new(src_ip, if req.forwarded_for.is_some() { 0 } else { req.peer_addr.port() });
+        // The source is the TCP peer (outbound connections leave from the source pod's own
+        // address). `forwarded: for` is the peer's claim about the original client: it only
+        // feeds `remote.ip` / `remoteIpBlocks`, never `source.ip`, so a meshed peer cannot
+        // choose which ipBlocks it matches.
+        let src_addr = req.peer_addr;
+        let src_ip = src_addr.ip();
 
-        if dst.ip() != req.local_addr.ip() {
+        if !req.authority_is_local() {
             tracing::warn!(authority = %dst, local = %req.local_addr, peer = %req.peer_identity,
                 "CONNECT authority does not match the address it arrived on");
             return responder.refuse(StatusCode::BAD_REQUEST);
@@ -71,8 +73,11 @@ impl ConnectHandler for InboundHandler {
         let mut guard = ConnGuard::open(&ctx.metrics, info);
 
         let policies = ctx.policies.for_workload(&model, &dst_w);
-        let decision =
-            policies.evaluate(&Request::l4(src_ip, Some(&req.peer_identity), dst.ip(), dst.port()));
+        let decision = {
+            let mut authz = Request::l4(src_ip, Some(&req.peer_identity), dst.ip(), dst.port());
+            authz.remote_ip = req.forwarded_for;
+            policies.evaluate(&authz)
+        };
         let policy_name = decision.policy_name().map(|(ns, n)| Arc::<str>::from(format!("{ns}/{n}")));
         if !decision.allowed {
             guard.set_decision(Decision::Deny, policy_name);
