@@ -243,14 +243,17 @@ async fn throughput(s: &Setup) {
         let (mut tcp, mut hb) = ((vec![], vec![]), (vec![], vec![]));
         for _ in 0..runs {
             let tcp_addr = s.tcp_addr;
-            let (r, c) = measure(streams, per * streams, || async move {
-                let s = TcpStream::connect(tcp_addr).await.unwrap();
-                s.set_nodelay(true).unwrap();
-                push(s, per).await.unwrap();
-            })
-            .await;
-            tcp.0.push(r);
-            tcp.1.push(c);
+            // HBONE_BENCH_SKIP_TCP=1 leaves the baseline out (for profiling HBONE alone).
+            if env_u("HBONE_BENCH_SKIP_TCP", 0) == 0 {
+                let (r, c) = measure(streams, per * streams, || async move {
+                    let s = TcpStream::connect(tcp_addr).await.unwrap();
+                    s.set_nodelay(true).unwrap();
+                    push(s, per).await.unwrap();
+                })
+                .await;
+                tcp.0.push(r);
+                tcp.1.push(c);
+            }
             let (r, c) = measure(streams, per * streams, || {
                 let (pool, key) = (s.pool.clone(), s.key.clone());
                 async move {

@@ -36,6 +36,10 @@ pub(crate) const DEFAULT_MAX_FRAME: u32 = 256 * 1024;
 /// Default per-stream send buffer (bytes).
 pub(crate) const DEFAULT_SEND_BUFFER: usize = 1024 * 1024;
 
+/// How much encrypted data rustls may queue for the socket (bytes). Its 64 KiB default splits
+/// each 64 KiB HTTP/2 DATA frame (plus TLS overhead) into two `writev` calls.
+pub(crate) const TLS_BUFFER_LIMIT: usize = 256 * 1024;
+
 /// Which pooled connection a stream may use: same source identity, same accepted server
 /// identities, same address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -407,6 +411,8 @@ impl Inner {
             .connect(name, tcp)
             .await
             .map_err(|source| HboneError::Tls { addr, source })?;
+        let mut tls = tls;
+        tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
         let (sender, mut conn) = h2::client::Builder::new()
             .initial_window_size(s.stream_window)
             .initial_connection_window_size(s.conn_window)

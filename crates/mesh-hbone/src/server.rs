@@ -241,10 +241,11 @@ impl<H: ConnectHandler> ServerConn<H> {
         };
         let settings = self.settings.clone();
         let handshake = async {
-            let tls = tokio_rustls::TlsAcceptor::from(config)
+            let mut tls = tokio_rustls::TlsAcceptor::from(config)
                 .accept(tcp)
                 .await
                 .map_err(|source| HboneError::Tls { addr: peer, source })?;
+            tls.get_mut().1.set_buffer_limit(Some(crate::pool::TLS_BUFFER_LIMIT));
             let identity = peer_identity(tls.get_ref().1).map_err(|e| HboneError::Tls {
                 addr: peer,
                 source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, e),
