@@ -6,6 +6,7 @@
 pub mod grammar;
 pub mod h2_server;
 pub mod hbone;
+pub mod socks5;
 
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
