@@ -33,6 +33,12 @@ pub enum Command {
     /// Request a workload certificate from a CA as a node's ztunnel would (node bootstrap
     /// with its token, then the workload identity) and print it, without its key.
     Cert(crate::cert::CertArgs),
+    /// A cluster on this machine from the same YAML: network namespaces for nodes and pods,
+    /// mesh-ca, one ztunnel per node and an echo app per pod (needs root).
+    Lab(crate::lab::LabArgs),
+    /// The lab's echo app (run by `lab up` inside each pod; also usable on its own).
+    #[command(hide = true)]
+    Echo(crate::echo::EchoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +76,8 @@ pub fn run(cli: Cli) -> ExitCode {
                 EXIT_USAGE
             }
         },
+        Command::Lab(args) => crate::lab::run(args, &mut out, &mut err),
+        Command::Echo(args) => crate::echo::run(args, &mut err),
     };
     ExitCode::from(code)
 }

@@ -5,5 +5,7 @@
 pub mod analyze;
 pub mod cert;
 pub mod cli;
+pub mod echo;
+pub mod lab;
 
 pub use cli::{Cli, run};

@@ -28,6 +28,7 @@ fn examples_translate_into_the_documented_topology() -> Result<()> {
         ("bookinfo", "reviews-v3", "node-b", "10.244.2.11", "bookinfo-reviews", true),
         ("bookinfo", "ratings-v1", "node-b", "10.244.2.12", "bookinfo-ratings", true),
         ("legacy", "sleep", "node-a", "10.244.1.20", "sleep", false),
+        ("legacy", "legacy-echo", "node-b", "10.244.2.20", "sleep", false),
     ];
     ensure!(model.workloads().len() == pods.len(), "{} workloads", model.workloads().len());
     for (ns, name, node, ip, sa, captured) in pods {

@@ -96,12 +96,30 @@ fn pool_json(ctx: &Ctx) -> serde_json::Value {
     })
 }
 
+/// Appends the capture programs' per-reason counters (read from their per-CPU map at scrape
+/// time) before the OpenMetrics `# EOF`.
+fn with_capture_counters(ctx: &Ctx, mut body: String) -> String {
+    let Some(c) = &ctx.capture else { return body };
+    let mut extra = String::from(
+        "# HELP ztunnel_capture_events Connections and packets the capture programs skipped, \
+         dropped or redirected, by reason.\n# TYPE ztunnel_capture_events counter\n",
+    );
+    for (reason, n) in c.counters() {
+        extra.push_str(&format!("ztunnel_capture_events_total{{reason=\"{reason}\"}} {n}\n"));
+    }
+    match body.rfind("# EOF") {
+        Some(at) => body.insert_str(at, &extra),
+        None => body.push_str(&extra),
+    }
+    body
+}
+
 fn route(ctx: &Ctx, which: Server, req: &Request<Incoming>) -> Resp {
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
     match (which, path) {
         (Server::Metrics, "/metrics") | (Server::Admin, "/metrics") => {
-            match mesh_telemetry::encode(&ctx.registry) {
+            match mesh_telemetry::encode(&ctx.registry).map(|b| with_capture_counters(ctx, b)) {
                 Ok(body) => Response::builder()
                     .header(header::CONTENT_TYPE, mesh_telemetry::METRICS_CONTENT_TYPE)
                     .body(Full::new(body.into()))

@@ -74,6 +74,49 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Initial log filter (EnvFilter directives, e.g. `info,access=info`).
     pub log_level: String,
+    /// How local pods' traffic reaches this proxy.
+    pub capture: CaptureConfig,
+}
+
+/// Traffic capture: how local pods' connections reach this proxy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// `none`: listeners on pod IPs in this netns (loopback mode, SOCKS5, iptables);
+    /// `ebpf`: listeners inside each pod's netns, eBPF redirection (enum).
+    pub mode: CaptureMode,
+    /// Where a pod's network namespace is (path template with `{namespace}`, `{name}`, `{uid}`;
+    /// or `proc:` to find it from the pod UID in `/proc/*/cgroup`, for Kubernetes).
+    pub netns_path: String,
+    /// cgroup v2 folder that is the parent of every captured pod's cgroup (path).
+    pub pods_cgroup: PathBuf,
+    /// bpffs folder for this proxy's pinned programs, maps and links (path).
+    pub bpf_pin_dir: PathBuf,
+    /// SO_MARK set on this proxy's sockets, skipped by the capture programs (integer).
+    pub mark: u32,
+}
+
+/// Capture modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureMode {
+    /// No capture: pod listeners are bound on pod IPs in the proxy's own netns.
+    #[default]
+    None,
+    /// In-pod eBPF capture.
+    Ebpf,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            mode: CaptureMode::None,
+            netns_path: "/var/run/netns/{name}".to_string(),
+            pods_cgroup: PathBuf::new(),
+            bpf_pin_dir: PathBuf::from("/sys/fs/bpf/ztunnel"),
+            mark: 1337,
+        }
+    }
 }
 
 impl Default for Config {
@@ -103,6 +146,7 @@ impl Default for Config {
             bind_source_ip: true,
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
+            capture: CaptureConfig::default(),
         }
     }
 }
@@ -141,6 +185,8 @@ impl Config {
         };
         fix(&mut self.ca_root);
         fix(&mut self.token_file);
+        fix(&mut self.capture.pods_cgroup);
+        fix(&mut self.capture.bpf_pin_dir);
         self.model.iter_mut().for_each(fix);
     }
 
@@ -167,6 +213,26 @@ impl Config {
                 "adminAddr: {} is not a loopback address (set adminAllowRemote to force)",
                 self.admin_addr
             ));
+        }
+        if self.capture.mode == CaptureMode::Ebpf {
+            if self.capture.pods_cgroup.as_os_str().is_empty() {
+                errs.push("capture.podsCgroup: required in ebpf mode".to_string());
+            }
+            if self.capture.bpf_pin_dir.as_os_str().is_empty() {
+                errs.push("capture.bpfPinDir: required in ebpf mode".to_string());
+            }
+            let p = &self.capture.netns_path;
+            if p != "proc:" && !p.contains("{name}") && !p.contains("{uid}") {
+                errs.push("capture.netnsPath: must contain {name} or {uid}, or be `proc:`".to_string());
+            }
+            if self.capture.mark == 0 {
+                errs.push("capture.mark: must not be 0".to_string());
+            }
+            if self.hbone_port != 15008 || self.plaintext_port != 15006 {
+                errs.push(
+                    "hbonePort/plaintextPort: must be 15008/15006 in ebpf mode (the programs' ports)".into(),
+                );
+            }
         }
         if self.hbone_port == 0 {
             errs.push("hbonePort: must not be 0".to_string());

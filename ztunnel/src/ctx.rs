@@ -3,12 +3,12 @@
 //! certificate), the adapters the HBONE pool needs, and [`start`], which builds it all.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use mesh_hbone::{ClientCerts, Dialer, HboneError, Pool, PoolSettings};
+use mesh_hbone::{ClientCerts, Dialer, HboneError, Pool, PoolKey, PoolSettings};
 use mesh_identity::{
     CaClientConfig, CaClientError, CertManager, CertManagerConfig, Identity, SpiffeId, TrustBundle,
     WorkloadCert, bootstrap_node, server_config,
@@ -18,7 +18,8 @@ use mesh_policy::{AuthzIndex, AuthzPolicies};
 use mesh_telemetry::{LogHandle, Metrics, Registry};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-use crate::config::{Config, ConfigError};
+use crate::capture::{Capture, CaptureError};
+use crate::config::{CaptureMode, Config, ConfigError};
 use crate::drain::{Drain, DrainWatch};
 use crate::lb::Balancer;
 
@@ -43,6 +44,8 @@ pub struct Ctx {
     pub own_ports: Vec<u16>,
     /// Local pod IPs with bound listeners (readiness).
     pub listening: Mutex<std::collections::HashSet<std::net::IpAddr>>,
+    /// In-pod eBPF capture (`capture.mode: ebpf`), else `None`.
+    pub capture: Option<Arc<Capture>>,
 }
 
 impl Ctx {
@@ -50,6 +53,31 @@ impl Ctx {
     pub fn is_local(&self, w: &Workload) -> bool {
         w.captured && w.is_addressable() && w.node.as_deref() == Some(self.config.node.as_str())
     }
+
+    /// Connects to `addr` on behalf of local pod `client`: from inside its netns under
+    /// capture, else from its address when that is local (loopback mode).
+    pub async fn connect_for_pod(&self, client: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        if let Some(c) = &self.capture {
+            let pod = c.pod(client).ok_or_else(|| no_netns(client))?;
+            return c.connect_from_pod(&pod, addr).await;
+        }
+        let bind = self.config.bind_source_ip.then_some(client).filter(|ip| ip.is_loopback());
+        connect_from(bind, addr).await
+    }
+
+    /// Connects to the app at `addr` (a local pod) for a connection from `client`: under
+    /// capture from inside the pod, keeping the client's address.
+    pub async fn deliver(&self, client: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        if let Some(c) = &self.capture {
+            let pod = c.pod(addr.ip()).ok_or_else(|| no_netns(addr.ip()))?;
+            return c.deliver(&pod, client, addr).await;
+        }
+        connect_from(None, addr).await
+    }
+}
+
+fn no_netns(ip: IpAddr) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotFound, format!("no captured local pod with address {ip}"))
 }
 
 /// Compiled authorization policies per workload, rebuilt when the model generation changes.
@@ -174,16 +202,27 @@ impl ClientCerts for ManagedCerts {
     }
 }
 
-/// Dials from the source pod's IP when configured (loopback mode: pod IPs are local
-/// addresses), so the peer sees the pod as the source like under capture.
+/// Dials from inside the source pod's netns under capture (the key names the pod), else
+/// from the source pod's IP when configured (loopback mode: pod IPs are local addresses),
+/// so the peer sees the pod as the source either way.
 #[derive(Debug)]
 struct PodDialer {
     model: ModelHandle,
     bind_source_ip: bool,
+    capture: Option<Arc<Capture>>,
 }
 
 impl Dialer for PodDialer {
-    fn dial(&self, src: &SpiffeId, addr: SocketAddr) -> BoxFuture<'_, std::io::Result<TcpStream>> {
+    fn dial(&self, key: &PoolKey) -> BoxFuture<'_, std::io::Result<TcpStream>> {
+        let (src, addr) = (&key.src, key.addr);
+        if let (Some(c), Some(ip)) = (&self.capture, key.src_addr) {
+            let c = c.clone();
+            return async move {
+                let pod = c.pod(ip).ok_or_else(|| no_netns(ip))?;
+                c.connect_from_pod(&pod, addr).await
+            }
+            .boxed();
+        }
         // Any local pod with this identity and the same address family will do.
         let bind = self.bind_source_ip.then(|| {
             let m = self.model.load();
@@ -221,6 +260,8 @@ pub enum StartError {
         #[source]
         source: CaClientError,
     },
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Listen {
         what: &'static str,
@@ -305,11 +346,19 @@ pub async fn start(config: Config, log: Option<LogHandle>) -> Result<Ztunnel, St
     let certs = boot.workload_manager(CertManagerConfig::default());
 
     let model = store.handle();
+    let capture = match config.capture.mode {
+        CaptureMode::Ebpf => Some(Arc::new(Capture::start(&config.capture)?)),
+        CaptureMode::None => None,
+    };
     let pool_settings = PoolSettings { connect_timeout: config.connect_timeout, ..PoolSettings::default() };
     let pool = Pool::new(
         pool_settings,
         Arc::new(ManagedCerts { certs: certs.clone(), trust: trust.clone() }),
-        Arc::new(PodDialer { model: model.clone(), bind_source_ip: config.bind_source_ip }),
+        Arc::new(PodDialer {
+            model: model.clone(),
+            bind_source_ip: config.bind_source_ip,
+            capture: capture.clone(),
+        }),
     );
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
@@ -341,6 +390,7 @@ pub async fn start(config: Config, log: Option<LogHandle>) -> Result<Ztunnel, St
         drain: drain.watcher(),
         log,
         listening: Mutex::default(),
+        capture,
     });
     let z = Ztunnel {
         outbound_addr: local(&outbound, "outbound", config.outbound_addr)?,

@@ -5,6 +5,7 @@
 //! a [`Config`]; `main.rs` only parses flags and waits for a signal.
 
 pub mod admin;
+pub mod capture;
 pub mod config;
 pub mod ctx;
 pub mod drain;

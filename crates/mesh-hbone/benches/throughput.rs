@@ -197,7 +197,7 @@ async fn setup() -> Setup {
         Arc::new(StaticCerts::new([(cid.clone(), ccert)], trust)),
         Arc::new(TcpDialer),
     );
-    let key = PoolKey { src: cid, dst_identities: Arc::from(vec![sid]), addr };
+    let key = PoolKey { src: cid, dst_identities: Arc::from(vec![sid]), addr, src_addr: None };
     // Warm the pool (handshake not measured).
     let s = pool.connect(&key, ConnectParams::new(sink_target())).await.unwrap();
     push(s, 1024).await.unwrap();

@@ -50,6 +50,9 @@ pub struct PoolKey {
     pub dst_identities: Arc<[SpiffeId]>,
     /// The TCP destination (`<pod ip>:15008` or the waypoint's address).
     pub addr: SocketAddr,
+    /// The source pod's address when connections must leave from it (in-pod capture: the
+    /// socket is made in that pod's netns), so pods never share a connection. `None`: any.
+    pub src_addr: Option<std::net::IpAddr>,
 }
 
 /// Pool tuning.
@@ -110,7 +113,8 @@ pub struct PoolStats {
 /// Opens the TCP sockets of the pool (ztunnel opens them in the source pod's netns with
 /// SO_MARK).
 pub trait Dialer: Send + Sync + 'static {
-    fn dial(&self, src: &SpiffeId, addr: SocketAddr) -> BoxFuture<'_, io::Result<TcpStream>>;
+    /// Opens the TCP connection for `key` (to `key.addr`).
+    fn dial(&self, key: &PoolKey) -> BoxFuture<'_, io::Result<TcpStream>>;
 }
 
 /// Plain `TcpStream::connect` with TCP_NODELAY.
@@ -118,7 +122,8 @@ pub trait Dialer: Send + Sync + 'static {
 pub struct TcpDialer;
 
 impl Dialer for TcpDialer {
-    fn dial(&self, _src: &SpiffeId, addr: SocketAddr) -> BoxFuture<'_, io::Result<TcpStream>> {
+    fn dial(&self, key: &PoolKey) -> BoxFuture<'_, io::Result<TcpStream>> {
+        let addr = key.addr;
         async move {
             let s = TcpStream::connect(addr).await?;
             s.set_nodelay(true)?;
@@ -403,8 +408,7 @@ impl Inner {
         let trust = self.certs.trust();
         let config = client_config(&cert, &trust, key.dst_identities.to_vec())
             .map_err(|e| HboneError::TlsConfig { addr, source: Arc::new(e) })?;
-        let tcp =
-            self.dialer.dial(&key.src, addr).await.map_err(|source| HboneError::Connect { addr, source })?;
+        let tcp = self.dialer.dial(key).await.map_err(|source| HboneError::Connect { addr, source })?;
         // The name is neither sent (no SNI) nor checked: identity is the SPIFFE ID.
         let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config))

@@ -121,6 +121,7 @@ async fn unexpected_server_identity_is_refused_by_client() {
         src: w.client_id.clone(),
         dst_identities: Arc::from(vec![id("cluster.local", "other", "someone-else")]),
         addr: srv.addr,
+        src_addr: None,
     };
     let err = pool.connect(&key, params(ECHO)).await.unwrap_err();
     assert!(matches!(err, HboneError::Tls { .. }), "{err:?}");
@@ -138,7 +139,12 @@ async fn client_from_another_trust_domain_is_refused_at_tls() {
     // It trusts our server, but the server does not trust it.
     let certs = StaticCerts::new([(foreign.clone(), foreign_cert)], w.trust.clone());
     let pool = mesh_hbone::Pool::new(PoolSettings::default(), Arc::new(certs), Arc::new(TcpDialer));
-    let key = PoolKey { src: foreign, dst_identities: Arc::from(vec![srv.id.clone()]), addr: srv.addr };
+    let key = PoolKey {
+        src: foreign,
+        dst_identities: Arc::from(vec![srv.id.clone()]),
+        addr: srv.addr,
+        src_addr: None,
+    };
     let err = pool.connect(&key, params(ECHO)).await.unwrap_err();
     assert!(matches!(err, HboneError::Tls { .. }), "{err:?}");
     assert!(srv.handler.seen.lock().unwrap().is_empty());
@@ -320,7 +326,8 @@ async fn unanswered_ping_drops_the_connection() {
         ping_timeout: Duration::from_millis(300),
         ..PoolSettings::default()
     });
-    let key = PoolKey { src: w.client_id.clone(), dst_identities: Arc::from(vec![sid]), addr };
+    let key =
+        PoolKey { src: w.client_id.clone(), dst_identities: Arc::from(vec![sid]), addr, src_addr: None };
     let mut s = pool.connect(&key, params(ECHO)).await.unwrap();
     eventually("connection dropped after ping timeout", || pool.stats().closed_total == 1).await;
     assert_eq!(pool.stats().connections, 0);

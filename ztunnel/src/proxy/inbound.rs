@@ -13,7 +13,7 @@ use mesh_telemetry::{
     ConnGuard, ConnInfo, Decision, PeerLabels, Reporter, ResponseFlag, SecurityPolicy, ServiceLabels,
 };
 
-use crate::ctx::{Ctx, connect_from};
+use crate::ctx::Ctx;
 use crate::proxy::copy::relay;
 
 /// Handles CONNECTs for the local pods.
@@ -88,7 +88,8 @@ impl ConnectHandler for InboundHandler {
         drop(model);
 
         let _token = ctx.drain.conn();
-        let upstream = match tokio::time::timeout(ctx.config.connect_timeout, connect_from(None, dst)).await {
+        let upstream = match tokio::time::timeout(ctx.config.connect_timeout, ctx.deliver(src_ip, dst)).await
+        {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 guard.fail(ResponseFlag::UpstreamConnectionFailure, format!("connecting to {dst}: {e}"));

@@ -13,7 +13,7 @@ use mesh_telemetry::{
 };
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::ctx::{Ctx, connect_from};
+use crate::ctx::Ctx;
 use crate::orig_dst::original_dst_or_local;
 use crate::proxy::copy::relay;
 
@@ -40,6 +40,9 @@ async fn handle(ctx: Arc<Ctx>, client: TcpStream, peer: SocketAddr) {
     let _ = client.set_nodelay(true);
     let dst = match original_dst_or_local(&client) {
         Ok((dst, true)) => dst,
+        // In-pod capture steers (sk_lookup) without rewriting: the local address is the
+        // original destination. Straight to 15006 is never a destination.
+        Ok((local, false)) if ctx.capture.is_some() && local.port() != ctx.config.plaintext_port => local,
         Ok((local, false)) if ctx.config.plaintext_fallback_port != 0 => {
             SocketAddr::new(local.ip(), ctx.config.plaintext_fallback_port)
         }
@@ -93,7 +96,7 @@ async fn handle(ctx: Arc<Ctx>, client: TcpStream, peer: SocketAddr) {
     drop(model);
 
     let _token = ctx.drain.conn();
-    let upstream = match tokio::time::timeout(ctx.config.connect_timeout, connect_from(None, dst)).await {
+    let upstream = match tokio::time::timeout(ctx.config.connect_timeout, ctx.deliver(peer.ip(), dst)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             return guard.fail(ResponseFlag::UpstreamConnectionFailure, format!("connecting to {dst}: {e}"));

@@ -17,7 +17,7 @@ use mesh_telemetry::{
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::ctx::{Ctx, connect_from};
+use crate::ctx::Ctx;
 use crate::lb::ActiveGuard;
 use crate::orig_dst::original_dst_or_local;
 use crate::proxy::copy::relay;
@@ -206,6 +206,7 @@ async fn open(
                 src: (*src.identity).clone(),
                 dst_identities: identities.clone().into(),
                 addr: *addr,
+                src_addr: ctx.capture.is_some().then_some(client.ip()),
             };
             let mut params = ConnectParams::new(*authority);
             params.forwarded_for = Some(client);
@@ -213,8 +214,9 @@ async fn open(
             Ok(Upstream::Hbone(ctx.pool.connect(&key, params).await?))
         }
         Route::Direct { addr } => {
-            let bind = ctx.config.bind_source_ip.then_some(client.ip()).filter(|ip| ip.is_loopback());
-            match tokio::time::timeout(ctx.config.connect_timeout, connect_from(bind, *addr)).await {
+            match tokio::time::timeout(ctx.config.connect_timeout, ctx.connect_for_pod(client.ip(), *addr))
+                .await
+            {
                 Ok(Ok(s)) => Ok(Upstream::Tcp(s)),
                 Ok(Err(source)) => Err(OutboundError::Connect { addr: *addr, source }),
                 Err(_) => Err(OutboundError::Timeout(*addr)),
@@ -337,6 +339,14 @@ async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener, what: &'static str, s
 /// Serves the captured outbound listener (15001).
 pub async fn serve_captured(ctx: Arc<Ctx>, listener: TcpListener) {
     accept_loop(ctx, listener, "outbound", false).await;
+}
+
+/// Serves one captured pod's outbound listener (15001 in its netns) until `stop`.
+pub async fn serve_pod(ctx: Arc<Ctx>, listener: TcpListener, stop: impl std::future::Future<Output = ()>) {
+    tokio::select! {
+        _ = stop => {}
+        _ = accept_loop(ctx, listener, "pod outbound", false) => {}
+    }
 }
 
 /// Serves the SOCKS5 listener (15080).

@@ -121,6 +121,7 @@ impl World {
             src: self.client_id.clone(),
             dst_identities: Arc::from(vec![server.id.clone()]),
             addr: server.addr,
+            src_addr: None,
         }
     }
 }

@@ -1,0 +1,135 @@
+use super::*;
+
+fn docs(yaml: &str) -> Vec<(String, Value)> {
+    split_documents(yaml).into_iter().map(|d| ("t.yaml:0".to_string(), d.unwrap().value)).collect()
+}
+
+const INPUT: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec:
+  clusterIP: 10.96.0.10
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: demo}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: c, image: x, ports: [{containerPort: 8080}, {containerPort: 53, protocol: UDP}]}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: demo}
+spec:
+  replicas: 2
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: c, image: x}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: fixed, namespace: demo}
+spec: {nodeName: node-b, containers: [{name: c, image: x}]}
+status: {phase: Running, podIP: 10.244.1.2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pending, namespace: demo}
+spec: {nodeName: node-a, containers: [{name: c, image: x}]}
+status: {phase: Pending}
+"#;
+
+#[test]
+fn workloads_become_spread_addressed_pods() {
+    let m = build(&docs(INPUT), &[]).unwrap();
+    assert_eq!(m.nodes, ["node-a", "node-b"]);
+    assert_eq!(m.workloads, 2);
+    assert_eq!(m.pods.len(), 7);
+    let web: Vec<&LabPod> =
+        m.pods.iter().filter(|p| p.owner.as_deref() == Some("Deployment/demo/web")).collect();
+    assert_eq!(web.len(), 3);
+    for p in &web {
+        let parts: Vec<&str> = p.name.split('-').collect();
+        assert_eq!(parts.len(), 3, "{}", p.name);
+        assert_eq!(parts[2].len(), 5);
+        assert_eq!(p.ports, [8080], "UDP ports are not served");
+    }
+    let nodes: HashSet<&str> = web.iter().map(|p| p.node.as_str()).collect();
+    assert_eq!(nodes.len(), 2, "replicas spread over both nodes");
+    assert!(m.pods.iter().any(|p| p.name == "db-0") && m.pods.iter().any(|p| p.name == "db-1"));
+    // Every Running pod has a unique IP in its node's range; the fixed one keeps its own.
+    let mut seen = HashSet::new();
+    for p in m.running() {
+        let ip = p.ip.unwrap();
+        assert!(seen.insert(ip), "duplicate {ip}");
+        if p.name != "fixed" {
+            let k = m.node_index(&p.node).unwrap() as u8;
+            assert_eq!(ip.octets()[..3], [10, 244, k + 1], "{}", p.name);
+        }
+    }
+    assert_eq!(m.pods.iter().find(|p| p.name == "fixed").unwrap().ip, Some(Ipv4Addr::new(10, 244, 1, 2)));
+    let pending = m.pods.iter().find(|p| p.name == "pending").unwrap();
+    assert!(!pending.running && pending.ip.is_none());
+    // The generated documents say where each pod runs.
+    for (p, d) in m.pods.iter().zip(&m.pod_docs) {
+        assert_eq!(str_at(d, &["spec", "nodeName"]), Some(p.node.as_str()));
+        if p.running {
+            assert_eq!(str_at(d, &["status", "phase"]), Some("Running"));
+            assert_eq!(str_at(d, &["status", "podIP"]), Some(p.ip.unwrap().to_string().as_str()));
+        }
+    }
+    assert_eq!(m.other_docs.len(), 1, "only the Service is kept verbatim");
+    assert!(analyze(&m, Path::new("/m")).iter().all(|d| !d.is_error()));
+}
+
+#[test]
+fn apply_keeps_unchanged_workload_pods() {
+    let first = build(&docs(INPUT), &[]).unwrap();
+    let again = build(&docs(INPUT), &first.pods).unwrap();
+    assert_eq!(first.pods, again.pods);
+    let scaled = INPUT.replace("replicas: 3", "replicas: 4");
+    let more = build(&docs(&scaled), &first.pods).unwrap();
+    assert_eq!(more.pods.len(), 8);
+    for p in &first.pods {
+        assert!(more.pods.contains(p), "{} kept", p.name);
+    }
+}
+
+#[test]
+fn hosts_file_names_services() {
+    let m = build(&docs(INPUT), &[]).unwrap();
+    let pod = m.pods.iter().find(|p| p.name == "fixed").unwrap();
+    let h = hosts_file(&m, pod, "cluster.local");
+    assert!(h.contains("10.96.0.10\tweb web.demo web.demo.svc web.demo.svc.cluster.local\n"), "{h}");
+    assert!(h.contains("10.244.1.2\tfixed\n"), "{h}");
+    let other = LabPod { namespace: "other".into(), ..pod.clone() };
+    assert!(hosts_file(&m, &other, "cluster.local").contains("10.96.0.10\tweb.demo web.demo.svc"));
+}
+
+#[test]
+fn default_nodes_when_none_named() {
+    let m = build(&docs("apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: r}\nspec: {replicas: 2, template: {spec: {containers: []}}}\n"), &[]).unwrap();
+    assert_eq!(m.nodes, DEFAULT_NODES);
+    assert_eq!(m.pods.len(), 2);
+    assert!(m.pods.iter().all(|p| p.namespace == "default" && p.name.starts_with("r-")));
+}
+
+#[test]
+fn bad_replicas_is_named() {
+    let e = build(
+        &docs(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {replicas: x, template: {}}\n",
+        ),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("Deployment default/d: spec.replicas"), "{e}");
+}
