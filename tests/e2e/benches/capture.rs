@@ -19,7 +19,7 @@ fn env(name: &str, default: &str) -> String {
 }
 
 fn run(lab: &Lab, pod: &str, args: &[&str]) -> Value {
-    let v = lab.probe(pod, args[1], &[&[args[0]][..], &args[2..]].concat());
+    let v = lab.probe_args(pod, args);
     assert_eq!(v["ok"], true, "{pod} {args:?}: {v}");
     v
 }

@@ -114,15 +114,20 @@ impl Lab {
 
     /// Runs `mesh-probe ADDR ARGS...` in `pod`; returns its JSON report.
     pub fn probe(&self, pod: &str, addr: &str, args: &[&str]) -> Value {
+        self.probe_args(pod, &[&[addr][..], args].concat())
+    }
+
+    /// Runs `mesh-probe ARGS...` in `pod` (e.g. `throughput ADDR 5`); returns its JSON report.
+    pub fn probe_args(&self, pod: &str, args: &[&str]) -> Value {
         let probe = bin_dir().join("mesh-probe");
         let probe = probe.to_str().expect("utf-8 path");
-        let mut a = vec![probe, addr];
+        let mut a = vec![probe];
         a.extend(args);
         let out = self.exec(pod, &a).expect("lab exec");
         let stdout = String::from_utf8_lossy(&out.stdout);
         serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
             panic!(
-                "probe from {pod} to {addr}: not JSON ({e}): {stdout}\nstderr: {}",
+                "probe {args:?} in {pod}: not JSON ({e}): {stdout}\nstderr: {}",
                 String::from_utf8_lossy(&out.stderr)
             )
         })
@@ -148,6 +153,37 @@ impl Lab {
             bail!("lab restart ztunnel {node}: {}", String::from_utf8_lossy(&out.stderr));
         }
         Ok(())
+    }
+
+    /// `GET path` on `127.0.0.1:port` inside `node`'s netns (ztunnel's admin 15000, metrics
+    /// 15020): the body, from a thread that enters the netns.
+    pub fn node_get(&self, node: &str, port: u16, path: &str) -> anyhow::Result<String> {
+        let netns = format!("/var/run/netns/mlab-n-{node}");
+        let path = path.to_string();
+        std::thread::spawn(move || -> anyhow::Result<String> {
+            use std::io::{Read, Write};
+            let f = File::open(&netns).with_context(|| format!("open {netns}"))?;
+            // SAFETY: this thread only makes this request; setns changes only it.
+            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                bail!("setns {netns}: {}", std::io::Error::last_os_error());
+            }
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            write!(s, "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            if !head.starts_with("HTTP/1.1 200") {
+                bail!("GET {path} in {netns}: {}", head.lines().next().unwrap_or(""));
+            }
+            Ok(body.to_string())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("request thread panicked"))?
+    }
+
+    /// `lab apply -f FILE`.
+    pub fn apply(&self, file: &Path) -> anyhow::Result<Output> {
+        run(meshctl(&["lab", "apply", "-f", file.to_str().expect("utf-8 path")]))
     }
 
     /// `lab logs POD`.

@@ -69,6 +69,8 @@ fn bookinfo_in_the_lab() {
     l4_deny_refuses(&lab);
     unlabelled_namespace_is_untouched(&lab);
     calling_yourself_does_not_loop(&lab);
+    metrics_report_connections_and_capture(&lab);
+    leaving_the_mesh_undoes_capture(&lab);
     ztunnel_crash_fails_closed_then_recovers(&lab);
 
     let out = lab.down().expect("lab down");
@@ -161,6 +163,81 @@ fn calling_yourself_does_not_loop(lab: &Lab) {
         "reached {} times:\n{log}",
         log.matches(path.as_str()).count()
     );
+}
+
+/// node-a's ztunnel reports the tunnelled connections with Istio's labels, and the capture
+/// programs' counters by reason.
+fn metrics_report_connections_and_capture(lab: &Lab) {
+    let m = lab.node_get("node-a", 15020, "/metrics").expect("node-a metrics");
+    let line = |name: &str, labels: &[&str]| {
+        m.lines().find(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x))).map(str::to_string)
+    };
+    let value = |l: Option<String>| l.and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).unwrap_or(0.0);
+    let opened = line(
+        "istio_tcp_connections_opened_total",
+        &[
+            "reporter=\"source\"",
+            "source_workload=\"reviews-v1\"",
+            "destination_workload=\"ratings-v1\"",
+            "connection_security_policy=\"mutual_tls\"",
+        ],
+    );
+    assert!(
+        value(opened) >= 1.0,
+        "no tunnelled reviews-v1 → ratings-v1 connection in node-a's metrics:\n{m}"
+    );
+    for reason in ["out_redirected", "orig_dst_answered", "out_skip_not_captured"] {
+        let v = value(line("ztunnel_capture_events_total", &[&format!("reason=\"{reason}\"")]));
+        assert!(v >= 1.0, "capture counter {reason} is {v}:\n{m}");
+    }
+}
+
+fn ip_rules(netns: &str) -> String {
+    let out = std::process::Command::new("ip").args(["-n", netns, "rule"]).output().expect("ip rule");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `lab apply` of namespace `bookinfo` without `istio.io/dataplane-mode`: ztunnel releases
+/// the pods (delivery rule gone, `local` table back at priority 0, plain TCP between them);
+/// with the label back they are captured again.
+fn leaving_the_mesh_undoes_capture(lab: &Lab) {
+    let pod_ns = "mlab-p-bookinfo.productpage-v1";
+    let dir = std::env::temp_dir().join(format!("mesh-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ns = |labels: &str| format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bookinfo\n{labels}");
+    let file = dir.join("ns.yaml");
+    std::fs::write(&file, ns("")).unwrap();
+    let out = lab.apply(&file).expect("lab apply");
+    assert!(out.status.success(), "lab apply: {}", String::from_utf8_lossy(&out.stderr));
+    wait_for("node-a's ztunnel to release productpage", Duration::from_secs(10), || {
+        !ip_rules(pod_ns).contains("fwmark")
+    });
+    let rules = ip_rules(pod_ns);
+    assert!(
+        rules.lines().next().is_some_and(|l| l.starts_with("0:") && l.contains("lookup local")),
+        "{rules}"
+    );
+    let path = marker("out");
+    let sniff = Sniffer::start(NODE_A, NODE_LINK).expect("sniff");
+    let v = lab.probe("bookinfo/productpage-v1", "10.244.2.10:9080", &["--http", &path]);
+    let segs = sniff.stop().expect("sniffer");
+    assert_eq!(echo_body(ok_answer(&v))["pod"], "reviews-v2");
+    assert!(on_port(&segs, 9080).iter().any(|s| contains(&s.payload, path.as_bytes())), "not plain TCP");
+
+    std::fs::write(&file, ns("  labels:\n    istio.io/dataplane-mode: ambient\n")).unwrap();
+    let out = lab.apply(&file).expect("lab apply");
+    assert!(out.status.success(), "lab apply: {}", String::from_utf8_lossy(&out.stderr));
+    wait_for("node-a's ztunnel to capture productpage again", Duration::from_secs(10), || {
+        ip_rules(pod_ns).contains("fwmark")
+    });
+    let path = marker("in");
+    let sniff = Sniffer::start(NODE_A, NODE_LINK).expect("sniff");
+    let v = lab.probe("bookinfo/productpage-v1", "10.244.2.10:9080", &["--http", &path]);
+    let segs = sniff.stop().expect("sniffer");
+    assert_eq!(echo_body(ok_answer(&v))["pod"], "reviews-v2");
+    assert!(on_port(&segs, 9080).is_empty() && !on_port(&segs, 15008).is_empty(), "not tunnelled again");
+    assert!(!segs.iter().any(|s| contains(&s.payload, path.as_bytes())), "payload in clear after rejoining");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `kill -9` of node-a's ztunnel: capture stays pinned, node-a's pods fail closed (no bypass),

@@ -210,21 +210,34 @@ impl Capture {
         })
     }
 
-    /// Releases a pod: unregisters it from the programs (its connections stay open).
+    /// Releases a pod that left the node or the mesh: unregisters it from the programs and,
+    /// in the background, undoes what was set inside its netns (reserved ports, mark
+    /// acceptance, the delivery rule). Its open connections stay.
     pub fn remove_pod(&self, ips: &[IpAddr]) {
         let mut pods = self.pods.write().unwrap_or_else(|e| e.into_inner());
-        let mut cookie = None;
+        let mut gone = None;
         for ip in ips {
             if let Some(p) = pods.remove(ip) {
-                cookie = Some((p.cookie, p.pod.clone()));
+                gone = Some(p);
             }
         }
         drop(pods);
-        if let Some((cookie, pod)) = cookie
-            && let Err(e) = self.ebpf.remove_pod(cookie)
-        {
-            tracing::warn!(%pod, error = %e, "cannot unregister pod from the capture programs");
+        let Some(p) = gone else { return };
+        if let Err(e) = self.ebpf.remove_pod(p.cookie) {
+            tracing::warn!(pod = %p.pod, error = %e, "cannot unregister pod from the capture programs");
         }
+        self.runner.run_detached(&p.netns, || {
+            let _ = netns::unreserve_ports(&[OUTBOUND_PORT, PLAINTEXT_PORT, HBONE_PORT]);
+            let _ = netns::sysctl("net/ipv4/tcp_fwmark_accept", "0");
+        });
+        let mark = self.delivery_mark();
+        let pod = p.pod.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = remove_delivery_route(&p.netns, mark) {
+                // The pod (and its netns) may be gone already.
+                tracing::debug!(%pod, error = %e, "removing the delivery rule");
+            }
+        });
     }
 
     /// Unregisters pods a previous ztunnel registered that are not local captured pods any
@@ -318,6 +331,17 @@ fn ensure_delivery_route(netns: &NetnsFd, mark: u32) -> std::io::Result<()> {
     while netns::ip_in(netns, &["rule", "del", "priority", "0", "lookup", "local"]).is_ok() {}
     netns::ip_in(netns, &["rule", "add", "priority", "0", "fwmark", &mark, "lookup", DELIVERY_TABLE])?;
     netns::ip_in(netns, &["route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table", DELIVERY_TABLE])
+}
+
+/// Undoes [`ensure_delivery_route`]: the `local` table back at priority 0.
+fn remove_delivery_route(netns: &NetnsFd, mark: u32) -> std::io::Result<()> {
+    let mark = mark.to_string();
+    while netns::ip_in(netns, &["rule", "del", "fwmark", &mark, "lookup", DELIVERY_TABLE]).is_ok() {}
+    let _ = netns::ip_in(netns, &["route", "flush", "table", DELIVERY_TABLE]);
+    while netns::ip_in(netns, &["rule", "del", "priority", "0", "lookup", "local"]).is_ok() {}
+    netns::ip_in(netns, &["rule", "add", "priority", "0", "lookup", "local"])?;
+    while netns::ip_in(netns, &["rule", "del", "priority", "1", "lookup", "local"]).is_ok() {}
+    Ok(())
 }
 
 /// `/proc/<pid>/ns/net` of a process in the pod with UID `uid` (its cgroup path names it).

@@ -52,6 +52,11 @@ impl NetnsRunner {
         Ok(NetnsRunner { tx })
     }
 
+    /// Runs `f` inside `netns` without waiting for it (clean-up from synchronous code).
+    pub fn run_detached(&self, netns: &NetnsFd, f: impl FnOnce() + Send + 'static) {
+        let _ = self.tx.send((netns.clone(), Box::new(f)));
+    }
+
     /// Runs `f` inside `netns` and returns its result.
     pub async fn run<R: Send + 'static>(
         &self,
@@ -186,6 +191,19 @@ pub fn reserve_ports(ports: &[u16]) -> io::Result<()> {
         }
     }
     std::fs::write(path, list.join(","))
+}
+
+/// Removes ports from `net.ipv4.ip_local_reserved_ports` of the current thread's netns.
+pub fn unreserve_ports(ports: &[u16]) -> io::Result<()> {
+    let path = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+    let now = std::fs::read_to_string(path)?;
+    let keep: Vec<&str> = now
+        .trim()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && !ports.iter().any(|p| p.to_string() == *s))
+        .collect();
+    std::fs::write(path, if keep.is_empty() { "\n".to_string() } else { keep.join(",") })
 }
 
 /// Writes a sysctl of the current thread's netns (`net/ipv4/tcp_fwmark_accept`).
