@@ -76,3 +76,58 @@ fn evaluation_does_not_allocate() {
     let v = std::hint::black_box(vec![1u8; 16]);
     assert!(ALLOCS.with(Cell::get) > after && v.len() == 16);
 }
+
+#[test]
+fn l7_evaluation_does_not_allocate() {
+    use mesh_policy::L7Attributes;
+    let target = "targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}]";
+    let text = docs(&[
+        doc(
+            "AuthorizationPolicy",
+            "foo",
+            "deny",
+            &format!(
+                "{{{target}, action: DENY, rules: [{{to: [{{operation: {{paths: ['/admin/{{**}}'], notMethods: [GET]}}}}]}}, \
+                 {{when: [{{key: 'request.headers[x-debug]', values: ['*']}}]}}]}}"
+            ),
+        ),
+        doc(
+            "AuthorizationPolicy",
+            "foo",
+            "allow",
+            &format!(
+                "{{{target}, rules: [{{from: [{{source: {{requestPrincipals: ['https://issuer/*']}}}}], \
+                 to: [{{operation: {{hosts: ['*.foo.svc.cluster.local'], methods: [GET, POST], paths: ['/api/{{*}}/items', '/health']}}}}], \
+                 when: [{{key: 'request.auth.claims[org][team]', values: [core]}}, {{key: request.auth.audiences, values: [api]}}, \
+                 {{key: 'request.headers[x-user]', notValues: [mallory]}}]}}]}}"
+            ),
+        ),
+    ]);
+    let m = model(&text);
+    let index = AuthzIndex::new(&m);
+    let set = index.for_target(&m, "Gateway", "foo", "waypoint");
+    let claims: &[(&str, &[&str])] = &[("org.team", &["core"])];
+    let headers = [("x-user", "alice")];
+    let audiences = ["web", "api"];
+    let l7 = L7Attributes {
+        host: Some("server.foo.svc.cluster.local:8080"),
+        method: Some("GET"),
+        path: Some("/api/v1/items?page=2"),
+        headers: &headers,
+        request_principal: Some("https://issuer/alice"),
+        audiences: &audiences,
+        claims: &claims,
+        ..Default::default()
+    };
+    let id = principal("cluster.local/ns/bar/sa/client");
+    let req = Request { l7: Some(&l7), ..Request::l4(ip("10.0.2.20"), Some(&id), ip("10.0.1.10"), 8080) };
+    assert!(set.evaluate(&req).allowed);
+
+    let before = ALLOCS.with(Cell::get);
+    let mut allowed = 0;
+    for _ in 0..1000 {
+        allowed += usize::from(set.evaluate(&req).allowed);
+    }
+    assert_eq!(allowed, 1000);
+    assert_eq!(ALLOCS.with(Cell::get) - before, 0, "allocations during 1000 L7 evaluations");
+}

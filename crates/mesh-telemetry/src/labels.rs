@@ -260,6 +260,11 @@ pub const TRAFFIC_LABEL_NAMES: [&str; 23] = [
     "connection_security_policy",
 ];
 
+/// Encodes one `name="value"` label (used by the request labels too).
+pub(crate) fn encode_str(encoder: &mut LabelSetEncoder<'_>, name: &str, value: &str) -> fmt::Result {
+    label(encoder, name, &value)
+}
+
 fn label(encoder: &mut LabelSetEncoder<'_>, name: &str, value: &impl EncodeLabelValue) -> fmt::Result {
     let mut label = encoder.encode_label();
     let mut key = label.encode_label_key()?;

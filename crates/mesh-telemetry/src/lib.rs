@@ -28,6 +28,7 @@ pub mod flags;
 pub mod labels;
 pub mod logging;
 pub mod metrics;
+pub mod request;
 
 pub use conn::{ACCESS_LOG_TARGET, ConnGuard, ConnInfo, Decision, Direction};
 pub use flags::{ResponseFlag, ResponseFlags, UnknownResponseFlag};
@@ -38,3 +39,4 @@ pub use labels::{
 pub use logging::{LogError, LogFormat, LogHandle, init_logging, logging_subscriber};
 pub use metrics::{METRICS_CONTENT_TYPE, Metrics, TcpMetrics, encode};
 pub use prometheus_client::registry::Registry;
+pub use request::{HttpMetrics, RequestInfo, RequestLabels, RequestRecord};

@@ -37,6 +37,9 @@ pub struct LabPod {
     pub owner: Option<String>,
     /// Hash of the owner's pod template (pods are reused while it is unchanged).
     pub template_hash: String,
+    /// The waypoint Gateway this pod runs (it runs the waypoint, not the echo app).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waypoint: Option<String>,
 }
 
 impl LabPod {
@@ -189,6 +192,8 @@ fn random_suffix() -> String {
 /// Builds the lab's model from input documents. `prev` are the pods of the running lab (for
 /// `lab apply`): a workload whose template is unchanged keeps its pods, a Pod keeps its IP.
 pub fn build(docs: &[(String, Value)], prev: &[LabPod]) -> Result<LabModel, LabError> {
+    let with_waypoints = waypoint_docs(docs);
+    let docs = &with_waypoints[..];
     let mut nodes: BTreeSet<String> = BTreeSet::new();
     for (_, v) in docs {
         if is_pod(v) {
@@ -253,6 +258,7 @@ pub fn build(docs: &[(String, Value)], prev: &[LabPod]) -> Result<LabModel, LabE
                 running: phase == "Running",
                 owner: None,
                 template_hash: String::new(),
+                waypoint: None,
             };
             names.insert((pod.namespace.clone(), pod.name.clone()));
             pods.push((pod, doc));
@@ -283,6 +289,9 @@ pub fn build(docs: &[(String, Value)], prev: &[LabPod]) -> Result<LabModel, LabE
         m.pod_docs.push(doc);
     }
     m.nodes.sort();
+    for pod in &mut m.pods {
+        pod.waypoint = waypoint_of(docs, pod);
+    }
     for (pod, doc) in m.pods.iter().zip(m.pod_docs.iter_mut()) {
         if pod.running {
             let k = m.nodes.iter().position(|n| *n == pod.node).unwrap_or(0);
@@ -290,6 +299,85 @@ pub fn build(docs: &[(String, Value)], prev: &[LabPod]) -> Result<LabModel, LabE
         }
     }
     Ok(m)
+}
+
+/// Label that ties a waypoint's pods and Service to its Gateway.
+pub const WAYPOINT_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+
+fn is_waypoint_gateway(v: &Value) -> bool {
+    let (api, kind) = type_of(v);
+    api.starts_with("gateway.networking.k8s.io/")
+        && kind == "Gateway"
+        && str_at(v, &["spec", "gatewayClassName"]) == Some("istio-waypoint")
+}
+
+/// The input plus, for each Gateway of class `istio-waypoint`, what Istio's deployment
+/// controller would create: a one-replica Deployment (ServiceAccount named after the Gateway,
+/// not captured itself) and a Service of the same name on the HBONE port, unless the input
+/// already has them.
+fn waypoint_docs(docs: &[(String, Value)]) -> Vec<(String, Value)> {
+    let mut out = docs.to_vec();
+    for (origin, gw) in docs.iter().filter(|(_, v)| is_waypoint_gateway(v)) {
+        let ns = str_at(gw, &["metadata", "namespace"]).unwrap_or("default");
+        let name = str_at(gw, &["metadata", "name"]).unwrap_or("waypoint");
+        let exists = |api: &str, kind: &str| {
+            docs.iter().any(|(_, v)| {
+                type_of(v) == (api, kind)
+                    && str_at(v, &["metadata", "name"]) == Some(name)
+                    && str_at(v, &["metadata", "namespace"]).unwrap_or("default") == ns
+            })
+        };
+        let labels = json!({ WAYPOINT_LABEL: name });
+        if !exists("apps/v1", "Deployment") {
+            out.push((
+                format!("{origin} (waypoint for Gateway {ns}/{name})"),
+                json!({
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": { "name": name, "namespace": ns, "labels": labels },
+                    "spec": {
+                        "replicas": 1,
+                        "selector": { "matchLabels": labels },
+                        "template": {
+                            "metadata": { "labels": { WAYPOINT_LABEL: name, "istio.io/dataplane-mode": "none" } },
+                            "spec": {
+                                "serviceAccountName": name,
+                                "containers": [{
+                                    "name": "istio-proxy",
+                                    "image": "meshctl-lab/waypoint",
+                                    "ports": [{ "name": "hbone", "containerPort": 15008, "protocol": "TCP" }],
+                                }],
+                            },
+                        },
+                    },
+                }),
+            ));
+        }
+        if !exists("v1", "Service") {
+            out.push((
+                format!("{origin} (waypoint for Gateway {ns}/{name})"),
+                json!({
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": { "name": name, "namespace": ns, "labels": labels },
+                    "spec": {
+                        "selector": labels,
+                        "ports": [{ "name": "mesh", "port": 15008, "targetPort": 15008, "protocol": "TCP" }],
+                    },
+                }),
+            ));
+        }
+    }
+    out
+}
+
+/// The waypoint Gateway a pod belongs to: made from the Gateway's Deployment.
+fn waypoint_of(docs: &[(String, Value)], pod: &LabPod) -> Option<String> {
+    docs.iter().filter(|(_, v)| is_waypoint_gateway(v)).find_map(|(_, gw)| {
+        let ns = str_at(gw, &["metadata", "namespace"]).unwrap_or("default");
+        let name = str_at(gw, &["metadata", "name"])?;
+        (pod.owner.as_deref() == Some(&format!("Deployment/{ns}/{name}"))).then(|| name.to_string())
+    })
 }
 
 /// Sets `path` in a JSON object, creating objects on the way.
@@ -410,6 +498,7 @@ fn materialise(
             ports: tcp_ports(template.get("spec")),
             owner: Some(owner.clone()),
             template_hash: hash.clone(),
+            waypoint: None,
         };
         pods.push((pod, doc));
     }

@@ -252,6 +252,7 @@ pub fn apply(
         source,
     })?;
     let apps = lab.apps(&new)?;
+    lab.waypoints(&new)?;
     st.pods = m.pods.clone();
     st.save(&dir)?;
     up::save_inputs(&layout, &docs)?;

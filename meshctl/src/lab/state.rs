@@ -209,6 +209,7 @@ mod tests {
             ports: vec![],
             owner: None,
             template_hash: String::new(),
+            waypoint: None,
         }
     }
 

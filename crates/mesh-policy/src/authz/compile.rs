@@ -535,8 +535,19 @@ impl Cx {
                         }
                     }
                 }
+                k if k.starts_with("experimental.envoy.filters.") => {
+                    // Envoy filter metadata (mysql_proxy, ...): no such filters here. Failing the
+                    // rule closed is what Istio does for an attribute its proxy cannot see.
+                    self.bad(
+                        format!("{f}.key"),
+                        format!(
+                            "attribute {k:?} reads Envoy filter metadata, which is not available \
+                             (never matching in ALLOW, always in DENY)"
+                        ),
+                    );
+                    None
+                }
                 k => {
-                    // experimental.envoy.filters.* reads Envoy filter metadata we do not have.
                     self.bad(format!("{f}.key"), format!("attribute {k:?} is not supported"));
                     None
                 }

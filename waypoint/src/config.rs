@@ -1,0 +1,176 @@
+//! The waypoint's typed configuration: a YAML file (`--config`), a default for every field,
+//! every problem reported at once. Shown in the admin's `/config_dump`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mesh_telemetry::LogFormat;
+use serde::{Deserialize, Serialize};
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {field}: {reason}")]
+    Parse { path: String, field: String, reason: String },
+    #[error("invalid configuration: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+/// Everything the waypoint needs to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Config {
+    /// Namespace of the waypoint (its Gateway and pod) (text).
+    pub namespace: String,
+    /// Name of the waypoint's Gateway (`gatewayClassName: istio-waypoint`) (text).
+    pub gateway: String,
+    /// Name of the waypoint's own pod, whose identity it presents (text).
+    pub pod: String,
+    /// Node the waypoint pod runs on; its bootstrap token proves placement to the CA (text).
+    pub node: String,
+    /// SPIFFE trust domain (text).
+    pub trust_domain: String,
+    /// Cluster name reported in telemetry (text).
+    pub cluster_id: String,
+    /// CA address (URL, `https://host:port`).
+    pub ca_address: String,
+    /// PEM file of the mesh root (path).
+    pub ca_root: PathBuf,
+    /// DNS name the CA's serving certificate must carry (text).
+    pub ca_server_name: String,
+    /// File holding the node's bootstrap token for the CA (path).
+    pub token_file: PathBuf,
+    /// Files or folders of mesh YAML, watched and hot-reloaded (paths).
+    pub model: Vec<PathBuf>,
+    /// HBONE listener (socket address; default 0.0.0.0:15008).
+    pub hbone_addr: SocketAddr,
+    /// Admin server (socket address; default 127.0.0.1:15000; loopback only unless forced).
+    pub admin_addr: SocketAddr,
+    /// Allow the admin server on a non-loopback address (bool).
+    pub admin_allow_remote: bool,
+    /// Prometheus `/metrics` (socket address; default 0.0.0.0:15020).
+    pub metrics_addr: SocketAddr,
+    /// Readiness `/healthz/ready` (socket address; default 0.0.0.0:15021).
+    pub readiness_addr: SocketAddr,
+    /// How long open requests may run after SIGTERM (duration).
+    #[serde(with = "mesh_api::duration::config")]
+    pub drain_deadline: Duration,
+    /// Largest request body buffered for retries and mirroring (bytes); larger bodies are
+    /// streamed and not retried.
+    pub max_buffered_body: usize,
+    /// Log line format (`text` or `json`).
+    pub log_format: LogFormat,
+    /// Initial log filter (EnvFilter directives).
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        Config {
+            namespace: String::new(),
+            gateway: "waypoint".to_string(),
+            pod: String::new(),
+            node: String::new(),
+            trust_domain: mesh_api::DEFAULT_TRUST_DOMAIN.to_string(),
+            cluster_id: "Kubernetes".to_string(),
+            ca_address: String::new(),
+            ca_root: PathBuf::new(),
+            ca_server_name: "mesh-ca".to_string(),
+            token_file: PathBuf::new(),
+            model: Vec::new(),
+            hbone_addr: SocketAddr::new(any, 15008),
+            admin_addr: SocketAddr::new(lo, 15000),
+            admin_allow_remote: false,
+            metrics_addr: SocketAddr::new(any, 15020),
+            readiness_addr: SocketAddr::new(any, 15021),
+            drain_deadline: Duration::from_secs(5),
+            max_buffered_body: 1 << 20,
+            log_format: LogFormat::Text,
+            log_level: "info".to_string(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a YAML file; relative paths in it are taken from the file's folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        let mut c = Self::parse(&text, &shown)?;
+        if let Some(base) = path.parent() {
+            let fix = |p: &mut PathBuf| {
+                if !p.as_os_str().is_empty() && p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            };
+            fix(&mut c.ca_root);
+            fix(&mut c.token_file);
+            c.model.iter_mut().for_each(fix);
+        }
+        Ok(c)
+    }
+
+    /// Parses YAML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let de = serde_yaml::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            field: e.path().to_string(),
+            reason: e.inner().to_string(),
+        })
+    }
+
+    /// Checks what must be set; every problem at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errs = Vec::new();
+        let mut need = |ok: bool, what: &str| {
+            if !ok {
+                errs.push(format!("{what}: required"));
+            }
+        };
+        need(!self.namespace.is_empty(), "namespace");
+        need(!self.pod.is_empty(), "pod");
+        need(!self.node.is_empty(), "node");
+        need(!self.ca_address.is_empty(), "caAddress");
+        need(!self.ca_root.as_os_str().is_empty(), "caRoot");
+        need(!self.token_file.as_os_str().is_empty(), "tokenFile");
+        need(!self.model.is_empty(), "model");
+        if !self.admin_addr.ip().is_loopback() && !self.admin_allow_remote {
+            errs.push(format!(
+                "adminAddr: {} is not a loopback address (set adminAllowRemote to force)",
+                self.admin_addr
+            ));
+        }
+        if errs.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(errs)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_at_once() {
+        let e = Config::default().validate().unwrap_err().to_string();
+        for f in ["namespace", "pod", "node", "caAddress", "caRoot", "tokenFile", "model"] {
+            assert!(e.contains(&format!("{f}: required")), "{f}: {e}");
+        }
+        let e = Config::parse("hboneAddr: nope\n", "w.yaml").unwrap_err().to_string();
+        assert!(e.starts_with("w.yaml: hboneAddr:"), "{e}");
+        let c = Config::parse("namespace: b\ndrainDeadline: 250ms\n", "w.yaml").unwrap();
+        assert_eq!(c.drain_deadline, Duration::from_millis(250));
+    }
+}

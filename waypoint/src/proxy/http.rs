@@ -1,0 +1,669 @@
+//! The L7 request path, in order: request id and tracing headers, JWT authentication (401),
+//! authorization on the normalised path (403 `RBAC: access denied`), route selection (404
+//! `NR` when the Service has routes and none matches), then the route's action: redirect,
+//! direct response, or forward — CORS, fault injection (`DI`/`FI`), weighted destination,
+//! rewrite and header operations, mirrors (fire-and-forget), and attempts with retries,
+//! per-try and overall timeouts, circuit breakers (`UO`), endpoint choice (`UH`), outlier
+//! feedback. One [`RequestRecord`] per request records metrics and the access log when the
+//! response body ends.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use mesh_api::SpiffeId;
+use mesh_model::{Service, Workload};
+use mesh_telemetry::{
+    PeerLabels, Reporter, RequestProtocol, RequestRecord, ResponseFlag, SecurityPolicy, ServiceLabels,
+    TrafficLabels,
+};
+
+use crate::ctx::Ctx;
+use crate::proxy::inbound::PortProtocol;
+use crate::proxy::upstream::{Body, BoxError};
+use crate::route::{self, Action, AttemptOutcome, RequestInfo, RetryPolicy, WeightedDestination};
+use crate::upstream::{Outcome, PickContext};
+
+/// One tunnel's context: who is calling which Service port.
+#[derive(Debug)]
+pub struct Conn {
+    pub ctx: Arc<Ctx>,
+    pub service: Arc<Service>,
+    /// Set when the tunnel named a pod address rather than a VIP.
+    pub pod: Option<Arc<Workload>>,
+    pub port: u16,
+    pub peer_addr: SocketAddr,
+    pub peer_identity: SpiffeId,
+    pub source: Option<Arc<Workload>>,
+    /// The original client per the peer's `forwarded: for`.
+    pub remote_ip: Option<IpAddr>,
+    pub protocol: PortProtocol,
+}
+
+/// hyper's service for one tunnel.
+#[derive(Debug, Clone)]
+pub struct HttpService {
+    conn: Arc<Conn>,
+}
+
+impl HttpService {
+    pub fn new(conn: Arc<Conn>) -> Self {
+        HttpService { conn }
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for HttpService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let conn = self.conn.clone();
+        Box::pin(async move { Ok(handle(conn, req).await) })
+    }
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static ENVOY_ATTEMPT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+fn local_reply(status: StatusCode, body: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(full(body))
+        .expect("static response")
+}
+
+/// The request's protocol label.
+fn protocol_label(conn: &Conn, req: &http::request::Parts) -> RequestProtocol {
+    let grpc = conn.protocol == PortProtocol::Grpc
+        || req
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc { RequestProtocol::Grpc } else { RequestProtocol::Http }
+}
+
+fn traffic_labels(conn: &Conn, protocol: RequestProtocol) -> TrafficLabels {
+    let ctx = &conn.ctx;
+    let mut source =
+        conn.source.as_ref().map(|w| PeerLabels::from_workload(w, &ctx.cluster)).unwrap_or_default();
+    source.principal = ctx.metrics.principal(&conn.peer_identity).into();
+    TrafficLabels {
+        reporter: Reporter::Waypoint,
+        source,
+        destination_service: ServiceLabels::from_service(&conn.service),
+        request_protocol: protocol,
+        connection_security_policy: SecurityPolicy::MutualTls,
+        ..TrafficLabels::default()
+    }
+}
+
+/// `x-request-id`: kept when the client sent a sane one, generated otherwise.
+fn request_id(headers: &mut http::HeaderMap) -> String {
+    if let Some(v) =
+        headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty() && v.len() <= 128)
+    {
+        return v.to_string();
+    }
+    let id = new_uuid();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        headers.insert(REQUEST_ID.clone(), v);
+    }
+    id
+}
+
+fn new_uuid() -> String {
+    let b: [u8; 16] = rand::random();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        u16::from_be_bytes([b[4], b[5]]),
+        u16::from_be_bytes([b[6], b[7]]) & 0x0fff,
+        (u16::from_be_bytes([b[8], b[9]]) & 0x3fff) | 0x8000,
+        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
+    )
+}
+
+/// The `Host` / `:authority` of the request.
+fn authority_of(parts: &http::request::Parts) -> String {
+    parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) are the connection's, never forwarded.
+fn strip_hop_by_hop(h: &mut http::HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        if n == header::TE {
+            // `te: trailers` is meaningful end to end (gRPC).
+            let trailers = h.get(&n).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+            if trailers {
+                continue;
+            }
+        }
+        h.remove(n);
+    }
+}
+
+async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
+    let ctx = conn.ctx.clone();
+    let compiled = ctx.compiled();
+    let (mut parts, body) = req.into_parts();
+    let protocol = protocol_label(&conn, &parts);
+    let id = request_id(&mut parts.headers);
+    let authority = authority_of(&parts);
+    let info = mesh_telemetry::RequestInfo {
+        src_addr: Some(conn.peer_addr),
+        method: parts.method.to_string(),
+        authority: authority.clone(),
+        path: parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default(),
+        protocol: if parts.version == http::Version::HTTP_2 { "HTTP/2" } else { "HTTP/1.1" },
+        request_id: id,
+        ..Default::default()
+    };
+    let mut rec = RequestRecord::start(traffic_labels(&conn, protocol), info);
+
+    // Path normalisation, JWT authentication, then authorization (on the normalised path,
+    // which is also what goes upstream).
+    let Some(security) = compiled.security.get(&conn.service.namespace, &conn.service.name) else {
+        rec.info.error = Some(format!("{} does not use this waypoint", conn.service.hostname));
+        return finish_local(rec, local_reply(StatusCode::FORBIDDEN, "RBAC: access denied"), &ctx);
+    };
+    let info = crate::security::ConnInfo {
+        source_ip: conn.peer_addr.ip(),
+        remote_ip: conn.remote_ip,
+        peer: Some(&conn.peer_identity),
+        destination_ip: conn
+            .pod
+            .as_ref()
+            .and_then(|w| w.ips.first().copied())
+            .or_else(|| conn.service.vips.first().copied())
+            .unwrap_or(conn.peer_addr.ip()),
+        destination_port: conn.port,
+    };
+    if let Err(rejected) = security.check(&mut parts, &info).await {
+        rec.info.error = Some(rejected.details().to_string());
+        let resp = rejected.response(&parts).map(full);
+        return finish_local(rec, resp, &ctx);
+    }
+
+    let table = compiled.routes.for_service(&conn.service.hostname);
+    let view = RequestInfo {
+        method: &parts.method,
+        uri: &parts.uri,
+        authority: &authority,
+        headers: &parts.headers,
+        port: conn.port,
+        source: conn.source.as_deref(),
+    };
+    // Every Service has a table; without user routes it holds the default route.
+    let Some(m) = table.and_then(|t| t.route(&view)) else {
+        rec.flag(ResponseFlag::NoRouteFound);
+        return finish_local(rec, local_reply(StatusCode::NOT_FOUND, ""), &ctx);
+    };
+    let route = m.route;
+    rec.info.route = route.name.clone();
+    let dests: &[WeightedDestination] = match &route.action {
+        Action::Forward(d) => d.as_slice(),
+        Action::Redirect(r) => {
+            let resp = r.response(&m, &view).map(|()| Body::default());
+            return finish_local(rec, resp, &ctx);
+        }
+        Action::DirectResponse { status, body } => {
+            let resp = Response::builder()
+                .status(*status)
+                .body(full(body.clone().unwrap_or_default()))
+                .expect("valid status");
+            return finish_local(rec, resp, &ctx);
+        }
+    };
+
+    // CORS preflight is answered here.
+    if let Some(cors) = &route.cors
+        && let route::CorsAction::Respond(resp) = cors.preflight(&view)
+    {
+        return finish_local(rec, resp.map(|()| Body::default()), &ctx);
+    }
+
+    // Fault injection.
+    if let Some(fault) = &route.fault {
+        if let Some(delay) = fault.delay_for(rand::random::<f64>() * 100.0) {
+            rec.flag(ResponseFlag::DelayInjected);
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(abort) = fault.abort_for(rand::random::<f64>() * 100.0) {
+            rec.flag(ResponseFlag::FaultInjected);
+            return finish_local(rec, abort_response(&abort), &ctx);
+        }
+    }
+
+    let Some(dest) = route::pick_weighted(dests, rand::random()) else {
+        rec.flag(ResponseFlag::NoClusterFound);
+        return finish_local(rec, local_reply(StatusCode::INTERNAL_SERVER_ERROR, "no backend"), &ctx);
+    };
+
+    // The request as it goes upstream.
+    strip_hop_by_hop(&mut parts.headers);
+    let mut up_authority = authority.clone();
+    if let Some(rw) = &route.rewrite {
+        parts.uri = rw.apply(&m, &parts.uri, &mut up_authority);
+    }
+    route.apply_request_headers(Some(dest), &mut parts.headers);
+    if let Ok(v) = HeaderValue::from_str(&up_authority) {
+        parts.headers.insert(header::HOST, v);
+    }
+    add_forwarded(&mut parts.headers, &conn);
+
+    // Bodies small enough (or absent) are buffered so retries and mirrors can resend them.
+    let limit = ctx.config.max_buffered_body as u64;
+    let size = body.size_hint().exact();
+    let (buffered, mut streamed): (Option<Bytes>, Option<Incoming>) = match size {
+        Some(n) if n <= limit => match body.collect().await {
+            Ok(b) => (Some(b.to_bytes()), None),
+            Err(e) => {
+                rec.flag(ResponseFlag::DownstreamConnectionTermination);
+                rec.info.error = Some(format!("reading the request body: {e}"));
+                return finish_local(rec, local_reply(StatusCode::BAD_REQUEST, "bad request body"), &ctx);
+            }
+        },
+        _ => (None, Some(body)),
+    };
+    rec.request_bytes = buffered.as_ref().map(|b| b.len() as u64).unwrap_or(0);
+
+    // Mirrors: copies sent and forgotten.
+    if let Some(b) = &buffered {
+        for mirror in &route.mirrors {
+            if mirror.sampled(rand::random::<f64>() * 100.0) {
+                spawn_mirror(&conn, &parts, b.clone(), &mirror.dest);
+            }
+        }
+    }
+
+    let no_retries = RetryPolicy { attempts: 0, ..RetryPolicy::istio_default() };
+    let policy = route.retries.as_ref().unwrap_or(&no_retries);
+    let timeout = route.timeout.filter(|t| !t.is_zero());
+    let started = tokio::time::Instant::now();
+    let dest_port = dest.port.unwrap_or(conn.port);
+    let Some(cluster) = ctx.clusters.get(&dest.host, dest.subset.as_deref(), dest_port) else {
+        rec.flag(ResponseFlag::NoClusterFound);
+        rec.info.error = Some(format!("no cluster for {}:{dest_port} subset {:?}", dest.host, dest.subset));
+        return finish_local(rec, local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"), &ctx);
+    };
+    let Ok(_permit) = cluster.try_request() else {
+        rec.flag(ResponseFlag::UpstreamOverflow);
+        return finish_local(
+            rec,
+            local_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+            ),
+            &ctx,
+        );
+    };
+    let use_h2 = matches!(conn.protocol, PortProtocol::Http2 | PortProtocol::Grpc)
+        || parts.version == http::Version::HTTP_2 && conn.protocol == PortProtocol::Unknown;
+
+    let mut attempt = 0u32;
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    loop {
+        attempt += 1;
+        rec.info.attempts = attempt;
+        let mut pick_ctx = PickContext::new(&parts.headers, &parts.uri, conn.peer_addr.ip());
+        pick_ctx.previous_hosts = &tried;
+        let pick = match cluster.pick(&pick_ctx) {
+            Ok(p) => p,
+            Err(_) => {
+                rec.flag(ResponseFlag::NoHealthyUpstream);
+                return finish_local(
+                    rec,
+                    local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+                    &ctx,
+                );
+            }
+        };
+        rec.info.upstream = Some(pick.endpoint.addr);
+        tried.push(pick.endpoint.addr);
+        if let Some(w) = &pick.endpoint.workload {
+            rec.labels.traffic.destination =
+                PeerLabels::from_workload(w, &ctx.cluster).with_principal(ctx.metrics.principal(&w.identity));
+        }
+        let uri = upstream_uri(pick.endpoint.addr, &parts.uri);
+        let mut up = Request::from_parts(parts.clone(), ());
+        *up.uri_mut() = uri;
+        if attempt > 1
+            && let Ok(v) = HeaderValue::from_str(&attempt.to_string())
+        {
+            up.headers_mut().insert(ENVOY_ATTEMPT.clone(), v);
+        }
+        if use_h2 {
+            *up.version_mut() = http::Version::HTTP_2;
+        } else {
+            *up.version_mut() = http::Version::HTTP_11;
+        }
+        let body: Body = match (&buffered, streamed.take()) {
+            (Some(b), _) => full(b.clone()),
+            (None, Some(s)) => s.map_err(|e| Box::new(e) as BoxError).boxed(),
+            (None, None) => full(Bytes::new()),
+        };
+        let up = up.map(|()| body);
+        let client = if use_h2 { &ctx.upstreams.http2 } else { &ctx.upstreams.http1 };
+        let per_try = policy
+            .per_try_timeout
+            .into_iter()
+            .chain(timeout.map(|t| t.saturating_sub(started.elapsed())))
+            .min();
+        let sent = client.request(up);
+        let result = match per_try {
+            Some(t) => match tokio::time::timeout(t, sent).await {
+                Ok(r) => Ok(r),
+                Err(_) => Err(()),
+            },
+            None => Ok(sent.await),
+        };
+        let (outcome, resp) = match result {
+            Err(()) => (AttemptOutcome::Timeout, None),
+            Ok(Err(e)) => {
+                rec.info.error = Some(format!("upstream {}: {e}", pick.endpoint.addr));
+                let o = if e.is_connect() { AttemptOutcome::ConnectFailure } else { AttemptOutcome::Reset };
+                (o, None)
+            }
+            Ok(Ok(r)) => (AttemptOutcome::from_response(r.status(), r.headers(), None), Some(r)),
+        };
+        pick.guard.finish(match &outcome {
+            AttemptOutcome::Timeout => Outcome::Timeout,
+            AttemptOutcome::ConnectFailure => Outcome::ConnectFailure,
+            AttemptOutcome::Reset | AttemptOutcome::RefusedStream => Outcome::Reset,
+            AttemptOutcome::Response { status, .. } => Outcome::Status(*status),
+        });
+        let retriable = buffered.is_some()
+            || attempt == 1 && resp.is_none() && matches!(outcome, AttemptOutcome::ConnectFailure);
+        let overall_left = timeout.map(|t| t.saturating_sub(started.elapsed()));
+        let can_retry = retriable
+            && attempt <= policy.attempts
+            && policy.should_retry(&outcome)
+            && overall_left.is_none_or(|l| !l.is_zero())
+            && cluster.try_retry().is_ok();
+        if can_retry {
+            let backoff = policy.backoff(attempt, rand::random());
+            tokio::time::sleep(overall_left.map_or(backoff, |l| backoff.min(l))).await;
+            continue;
+        }
+        match resp {
+            Some(r) => {
+                if attempt > 1 && policy.should_retry(&outcome) {
+                    rec.flag(ResponseFlag::UpstreamRetryLimitExceeded);
+                }
+                let (mut rp, rb) = r.into_parts();
+                strip_hop_by_hop(&mut rp.headers);
+                route.apply_response_headers(Some(dest), &mut rp.headers);
+                if let Some(c) = &route.cors {
+                    c.apply_response(&parts.headers, &mut rp.headers);
+                }
+                if let Some(c) = pick.set_cookie {
+                    rp.headers.append(header::SET_COOKIE, c);
+                }
+                rec.labels.response_code = rp.status.as_u16();
+                rec.labels.grpc_response_status = grpc_status(&rp.headers);
+                let body = Recorded { inner: rb, rec: Some(rec), ctx: ctx.clone() };
+                return Response::from_parts(rp, body.boxed());
+            }
+            None => {
+                let (flag, status, text) = match outcome {
+                    AttemptOutcome::Timeout => (
+                        ResponseFlag::UpstreamRequestTimeout,
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream request timeout",
+                    ),
+                    AttemptOutcome::ConnectFailure => (
+                        ResponseFlag::UpstreamConnectionFailure,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+                    ),
+                    _ => (
+                        ResponseFlag::UpstreamRemoteReset,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "upstream connect error or disconnect/reset before headers. reset reason: remote reset",
+                    ),
+                };
+                rec.flag(flag);
+                if attempt > 1 {
+                    rec.flag(ResponseFlag::UpstreamRetryLimitExceeded);
+                }
+                return finish_local(rec, local_reply(status, text), &ctx);
+            }
+        }
+    }
+}
+
+/// A fault-injected abort: the HTTP status, or gRPC's `grpc-status` on a 200.
+fn abort_response(abort: &route::Abort) -> Response<Body> {
+    match abort {
+        route::Abort::Http(status) => Response::builder()
+            .status(*status)
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(full("fault filter abort"))
+            .expect("valid status"),
+        route::Abort::Grpc(code) => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/grpc")
+            .header("grpc-status", code.to_string())
+            .header("grpc-message", "fault filter abort")
+            .body(full(Bytes::new()))
+            .expect("static response"),
+    }
+}
+
+fn grpc_status(h: &http::HeaderMap) -> Option<u32> {
+    h.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+}
+
+/// `http://<endpoint>/<path and query>`: the client's connector dials the endpoint in HBONE.
+fn upstream_uri(endpoint: SocketAddr, uri: &Uri) -> Uri {
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    Uri::builder()
+        .scheme("http")
+        .authority(endpoint.to_string())
+        .path_and_query(pq)
+        .build()
+        .unwrap_or_else(|_| Uri::from_static("http://0.0.0.0/"))
+}
+
+/// `x-forwarded-for` (appended with the client), `x-forwarded-proto`, as Envoy does for Istio.
+fn add_forwarded(h: &mut http::HeaderMap, conn: &Conn) {
+    let client = conn.remote_ip.unwrap_or(conn.peer_addr.ip()).to_string();
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {client}"),
+        _ => client,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    if !h.contains_key("x-forwarded-proto") {
+        h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
+    }
+}
+
+fn spawn_mirror(conn: &Arc<Conn>, parts: &http::request::Parts, body: Bytes, dest: &WeightedDestination) {
+    let ctx = conn.ctx.clone();
+    let port = dest.port.unwrap_or(conn.port);
+    let Some(cluster) = ctx.clusters.get(&dest.host, dest.subset.as_deref(), port) else {
+        tracing::debug!(host = %dest.host, port, "mirror destination has no cluster");
+        return;
+    };
+    let mut parts = parts.clone();
+    // Envoy's shadow convention: the mirror sees `<host>-shadow`.
+    if let Some(host) = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok())
+        && let Ok(v) = HeaderValue::from_str(&route::shadow_authority(host))
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    let h2 = matches!(conn.protocol, PortProtocol::Http2 | PortProtocol::Grpc);
+    let source_ip = conn.peer_addr.ip();
+    tokio::spawn(async move {
+        let pick_ctx = PickContext::new(&parts.headers, &parts.uri, source_ip);
+        let Ok(pick) = cluster.pick(&pick_ctx) else { return };
+        let mut req = Request::from_parts(parts.clone(), full(body));
+        *req.uri_mut() = upstream_uri(pick.endpoint.addr, &parts.uri);
+        *req.version_mut() = if h2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
+        let client = if h2 { &ctx.upstreams.http2 } else { &ctx.upstreams.http1 };
+        let r = tokio::time::timeout(Duration::from_secs(30), client.request(req)).await;
+        let outcome = match r {
+            Ok(Ok(resp)) => {
+                let status = resp.status().as_u16();
+                // Drain so the connection can be reused.
+                let _ = resp.into_body().collect().await;
+                Outcome::Status(status)
+            }
+            Ok(Err(_)) => Outcome::ConnectFailure,
+            Err(_) => Outcome::Timeout,
+        };
+        pick.guard.finish(outcome);
+    });
+}
+
+/// A local reply's record is finished at once.
+fn finish_local(mut rec: RequestRecord, resp: Response<Body>, ctx: &Arc<Ctx>) -> Response<Body> {
+    rec.labels.response_code = resp.status().as_u16();
+    rec.response_bytes = resp.body().size_hint().exact().unwrap_or(0);
+    rec.finish(&ctx.http_metrics);
+    resp
+}
+
+/// The upstream response body, counting bytes; the request is recorded when it ends (or is
+/// dropped: client gone).
+struct Recorded {
+    inner: Incoming,
+    rec: Option<RequestRecord>,
+    ctx: Arc<Ctx>,
+}
+
+impl hyper::body::Body for Recorded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(rec) = &mut this.rec {
+                    if let Some(d) = f.data_ref() {
+                        rec.response_bytes += d.len() as u64;
+                    } else if let Some(t) = f.trailers_ref()
+                        && let Some(s) = grpc_status(t)
+                    {
+                        rec.labels.grpc_response_status = Some(s);
+                    }
+                }
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(mut rec) = this.rec.take() {
+                    rec.flag(ResponseFlag::UpstreamConnectionTermination);
+                    rec.info.error = Some(format!("response body: {e}"));
+                    rec.finish(&this.ctx.http_metrics);
+                }
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                if let Some(rec) = this.rec.take() {
+                    rec.finish(&this.ctx.http_metrics);
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        if let Some(mut rec) = self.rec.take() {
+            rec.flag(ResponseFlag::DownstreamConnectionTermination);
+            rec.finish(&self.ctx.http_metrics);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped_but_te_trailers_kept() {
+        let mut h = http::HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-end-to-end", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert!(
+            h.get("x-private").is_none()
+                && h.get("keep-alive").is_none()
+                && h.get(header::CONNECTION).is_none()
+        );
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+        assert_eq!(h.get("x-end-to-end").unwrap(), "yes");
+    }
+
+    #[test]
+    fn request_ids_are_uuids() {
+        let mut h = http::HeaderMap::new();
+        let id = request_id(&mut h);
+        assert_eq!(id.len(), 36);
+        assert_eq!(h.get("x-request-id").unwrap(), id.as_str());
+        assert_eq!(request_id(&mut h), id, "an existing id is kept");
+    }
+
+    #[test]
+    fn upstream_uri_keeps_path_and_query() {
+        let u = upstream_uri("10.0.0.1:9080".parse().unwrap(), &"/a/b?c=d".parse().unwrap());
+        assert_eq!(u.to_string(), "http://10.0.0.1:9080/a/b?c=d");
+    }
+}

@@ -1,0 +1,392 @@
+//! Loopback mesh with a waypoint, for the waypoint's integration and conformance tests: a real
+//! mesh-ca in-process, ztunnels "node-a" (the client pod and the waypoint pod) and "node-b"
+//! (the backends) on 127.0.0.1, pods on 127.<net>.x.y, namespace `demo` in the ambient mesh
+//! using waypoint `demo/waypoint`, and test backends that answer like the lab's echo app
+//! (JSON of the request they saw) and remember every request.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_ca::{CaConfig, CaOptions, RunningCa};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use ztunnel::Ztunnel;
+
+pub const TOKEN_A: &str = "token-node-a-0123456789";
+pub const TOKEN_B: &str = "token-node-b-0123456789";
+
+pub fn ip(net: u8, sub: u8, host: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, net, sub, host))
+}
+
+/// A backend pod of the base model.
+#[derive(Debug, Clone)]
+pub struct BackendPod {
+    pub name: &'static str,
+    pub app: &'static str,
+    pub version: &'static str,
+    pub sub: u8,
+    pub host: u8,
+}
+
+/// Backends: Services `a` (pods a-v1, a-v2, a-v3), `b` (b-v1) and `mirror` (mirror-v1), all on
+/// port 80 → 8080, plus the client pod on node-a.
+pub const BACKENDS: [BackendPod; 5] = [
+    BackendPod { name: "a-v1", app: "a", version: "v1", sub: 2, host: 10 },
+    BackendPod { name: "a-v2", app: "a", version: "v2", sub: 2, host: 11 },
+    BackendPod { name: "a-v3", app: "a", version: "v3", sub: 2, host: 12 },
+    BackendPod { name: "b-v1", app: "b", version: "v1", sub: 2, host: 20 },
+    BackendPod { name: "mirror-v1", app: "mirror", version: "v1", sub: 2, host: 30 },
+];
+
+fn pod(name: &str, ns: &str, node: &str, sa: &str, labels: &str, ip: IpAddr, port: u16) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{{labels}}}}}\n\
+         spec:\n  nodeName: {node}\n  serviceAccountName: {sa}\n  containers:\n  - name: app\n    image: echo\n    \
+         ports: [{{containerPort: {port}, name: http}}]\nstatus: {{phase: Running, podIP: {ip}}}\n"
+    )
+}
+
+/// The base model (see the module comment). Service VIPs: a 10.<net>.0.1, b 10.<net>.0.2,
+/// mirror 10.<net>.0.3.
+pub fn base_model(net: u8) -> String {
+    let mut y = String::from(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n  labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}\n\
+         ---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: waypoint, namespace: demo}\n\
+         spec:\n  gatewayClassName: istio-waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n\
+         ---\napiVersion: v1\nkind: Service\nmetadata: {name: waypoint, namespace: demo}\n\
+         spec:\n  selector: {gateway.networking.k8s.io/gateway-name: waypoint}\n  ports: [{name: mesh, port: 15008}]\n",
+    );
+    y += &pod(
+        "waypoint-0",
+        "demo",
+        "node-a",
+        "waypoint",
+        "gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none",
+        ip(net, 1, 250),
+        15008,
+    );
+    y += &pod("client", "demo", "node-a", "client", "app: client, version: v1", ip(net, 1, 10), 9999);
+    for b in BACKENDS {
+        let labels = format!("app: {}, version: {}", b.app, b.version);
+        y += &pod(b.name, "demo", "node-b", b.app, &labels, ip(net, b.sub, b.host), 8080);
+    }
+    for (i, app) in ["a", "b", "mirror"].iter().enumerate() {
+        y += &format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {app}, namespace: demo}}\n\
+             spec:\n  clusterIP: 10.{net}.0.{}\n  selector: {{app: {app}}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n",
+            i + 1
+        );
+    }
+    y
+}
+
+/// One request a backend saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub pod: String,
+    pub method: String,
+    pub path: String,
+    pub host: String,
+    pub headers: http::HeaderMap,
+    pub at: Instant,
+}
+
+/// Every backend's requests, in arrival order.
+#[derive(Debug, Clone, Default)]
+pub struct Backends {
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// (pod, path) → requests answered so far, for `x-fail-first`.
+    counts: Arc<Mutex<HashMap<(String, String), u32>>>,
+}
+
+impl Backends {
+    pub fn seen_by(&self, pod: &str) -> Vec<Seen> {
+        self.seen.lock().unwrap().iter().filter(|s| s.pod == pod).cloned().collect()
+    }
+
+    pub fn clear(&self) {
+        self.seen.lock().unwrap().clear();
+        self.counts.lock().unwrap().clear();
+    }
+}
+
+/// Answers like the lab's echo app: JSON of the request (`pod`, `method`, `path`, `host`,
+/// `headers`); `/status/NNN` answers NNN; `?delay=<ms>` waits; request header
+/// `x-fail-first: N` answers 503 to the first N requests of this pod for this path;
+/// `x-fail-pod: <pod>` makes that pod answer 500.
+async fn backend(pod: String, backends: Backends, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let _ = body.collect().await;
+    let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+    backends.seen.lock().unwrap().push(Seen {
+        pod: pod.clone(),
+        method: parts.method.to_string(),
+        path: path.clone(),
+        host: host.clone(),
+        headers: parts.headers.clone(),
+        at: Instant::now(),
+    });
+    let query = parts.uri.query().unwrap_or("");
+    if let Some(ms) =
+        query.split('&').find_map(|kv| kv.strip_prefix("delay=")).and_then(|v| v.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut status = parts
+        .uri
+        .path()
+        .rsplit_once("/status/")
+        .and_then(|(_, c)| c.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::OK);
+    if parts.headers.get("x-fail-pod").is_some_and(|v| v.as_bytes() == pod.as_bytes()) {
+        status = StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    if let Some(n) =
+        parts.headers.get("x-fail-first").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u32>().ok())
+    {
+        let mut counts = backends.counts.lock().unwrap();
+        let c = counts.entry((pod.clone(), parts.uri.path().to_string())).or_default();
+        *c += 1;
+        if *c <= n {
+            status = StatusCode::SERVICE_UNAVAILABLE;
+        }
+    }
+    let mut headers = serde_json::Map::new();
+    for (k, v) in &parts.headers {
+        let e = headers.entry(k.as_str().to_string()).or_insert_with(|| json!([]));
+        if let Some(a) = e.as_array_mut() {
+            a.push(json!(v.to_str().unwrap_or("")));
+        }
+    }
+    let body =
+        json!({"pod": pod, "method": parts.method.as_str(), "path": path, "host": host, "headers": headers});
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header("x-backend", pod)
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+pub async fn start_backend(pod: &str, addr: SocketAddr, backends: Backends) {
+    let l = TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("bind backend {addr}: {e}"));
+    let pod = pod.to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { continue };
+            let (pod, backends) = (pod.clone(), backends.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let (pod, backends) = (pod.clone(), backends.clone());
+                    async move { Ok::<_, Infallible>(backend(pod, backends, req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+}
+
+pub struct Mesh {
+    pub dir: tempfile::TempDir,
+    pub ca: RunningCa,
+    pub a: Ztunnel,
+    pub b: Ztunnel,
+    pub waypoint: waypoint::ctx::Waypoint,
+    pub backends: Backends,
+    pub net: u8,
+}
+
+impl Mesh {
+    /// Service VIP by name.
+    pub fn vip(&self, service: &str) -> IpAddr {
+        let i = match service {
+            "a" => 1,
+            "b" => 2,
+            "mirror" => 3,
+            other => panic!("no service {other} in the base model"),
+        };
+        IpAddr::V4(Ipv4Addr::new(10, self.net, 0, i))
+    }
+
+    pub fn client_ip(&self) -> IpAddr {
+        ip(self.net, 1, 10)
+    }
+
+    pub async fn shutdown(self) {
+        self.waypoint.shutdown().await;
+        self.a.shutdown().await;
+        self.b.shutdown().await;
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+fn node_config(dir: &Path, ca: &RunningCa, node: &str) -> ztunnel::Config {
+    ztunnel::Config {
+        node: node.to_string(),
+        ca_address: format!("https://{}", ca.local_addr),
+        ca_root: dir.join("root.pem"),
+        token_file: dir.join(format!("{node}.token")),
+        model: vec![dir.join("model")],
+        outbound_addr: "127.0.0.1:0".parse().unwrap(),
+        socks5_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        readiness_addr: "127.0.0.1:0".parse().unwrap(),
+        plaintext_port: 0,
+        drain_deadline: Duration::from_secs(1),
+        ..ztunnel::Config::default()
+    }
+}
+
+/// CA, two ztunnels, the waypoint and the backends over `base_model(net)` plus `extra`.
+pub async fn start_mesh(net: u8, extra: &str) -> Mesh {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("model")).unwrap();
+    write(&dir.path().join("model/mesh.yaml"), &format!("{}---\n{}", base_model(net), extra));
+    write(&dir.path().join("tokens"), &format!("node-a {TOKEN_A}\nnode-b {TOKEN_B}\n"));
+    write(&dir.path().join("node-a.token"), TOKEN_A);
+    write(&dir.path().join("node-b.token"), TOKEN_B);
+    write(
+        &dir.path().join("ca.yaml"),
+        "trustDomain: cluster.local\ndefaultTtl: 1h\nmaxTtl: 2d\nmodel: [model]\nnodeTokensFile: tokens\n",
+    );
+    let config = CaConfig::load(&dir.path().join("ca.yaml")).unwrap();
+    let opts =
+        CaOptions { config, state_dir: dir.path().join("state"), listen: "127.0.0.1:0".parse().unwrap() };
+    let ca = mesh_ca::start(opts).await.unwrap();
+    write(&dir.path().join("root.pem"), &ca.root_pem);
+    let backends = Backends::default();
+    for b in BACKENDS {
+        start_backend(b.name, SocketAddr::new(ip(net, b.sub, b.host), 8080), backends.clone()).await;
+    }
+    let a = ztunnel::start(node_config(dir.path(), &ca, "node-a"), None).await.unwrap();
+    let b = ztunnel::start(node_config(dir.path(), &ca, "node-b"), None).await.unwrap();
+    let wconfig = waypoint::config::Config {
+        namespace: "demo".into(),
+        gateway: "waypoint".into(),
+        pod: "waypoint-0".into(),
+        node: "node-a".into(),
+        ca_address: format!("https://{}", ca.local_addr),
+        ca_root: dir.path().join("root.pem"),
+        token_file: dir.path().join("node-a.token"),
+        model: vec![dir.path().join("model")],
+        hbone_addr: SocketAddr::new(ip(net, 1, 250), 15008),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        readiness_addr: "127.0.0.1:0".parse().unwrap(),
+        drain_deadline: Duration::from_secs(1),
+        ..waypoint::config::Config::default()
+    };
+    let waypoint = waypoint::ctx::start(wconfig, None).await.unwrap();
+    for z in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while let Err(why) = ztunnel::workloads::readiness(&z.ctx) {
+            assert!(Instant::now() < deadline, "{} not ready: {why}", z.ctx.config.node);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Mesh { dir, ca, a, b, waypoint, backends, net }
+}
+
+/// A SOCKS5 tunnel from pod `from` through `socks` to `dst`.
+pub async fn socks_connect(from: IpAddr, socks: SocketAddr, dst: SocketAddr) -> TcpStream {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(from, 0)).unwrap();
+    let mut s = sock.connect(socks).await.unwrap();
+    s.write_all(&[5, 1, 0]).await.unwrap();
+    let mut m = [0u8; 2];
+    s.read_exact(&mut m).await.unwrap();
+    let mut req = vec![5, 1, 0, 1];
+    match dst {
+        SocketAddr::V4(a) => {
+            req.extend_from_slice(&a.ip().octets());
+            req.extend_from_slice(&a.port().to_be_bytes());
+        }
+        SocketAddr::V6(_) => unreachable!("tests use IPv4"),
+    }
+    s.write_all(&req).await.unwrap();
+    let mut r = [0u8; 10];
+    s.read_exact(&mut r).await.unwrap();
+    assert_eq!(r[1], 0, "SOCKS5 CONNECT to {dst} refused: {}", r[1]);
+    s
+}
+
+/// An HTTP/1.1 (or h2c) client connection from the client pod to `dst`, through the mesh.
+pub async fn client(mesh: &Mesh, dst: SocketAddr, h2: bool) -> Sender {
+    let s = socks_connect(mesh.client_ip(), mesh.a.socks5_addr, dst).await;
+    if h2 {
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await.unwrap();
+        tokio::spawn(conn);
+        Sender::H2(send)
+    } else {
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
+        tokio::spawn(conn);
+        Sender::H1(send)
+    }
+}
+
+pub enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+/// A response as the client saw it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    /// The backend's JSON (when a backend answered).
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_str(&self.body).ok()
+    }
+
+    pub fn backend(&self) -> Option<String> {
+        self.headers.get("x-backend").and_then(|v| v.to_str().ok()).map(str::to_string)
+    }
+}
+
+impl Sender {
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Answer, hyper::Error> {
+        let resp = match self {
+            Sender::H1(s) => {
+                s.ready().await?;
+                s.send_request(req).await?
+            }
+            Sender::H2(s) => {
+                s.ready().await?;
+                s.send_request(req).await?
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into(),
+        })
+    }
+}
