@@ -479,7 +479,25 @@ fn materialise(
             "StatefulSet" => set(&mut labels, &["statefulset.kubernetes.io/pod-name"], json!(pod_name)),
             _ => {}
         }
-        let mut meta = json!({ "name": pod_name, "namespace": ns, "labels": labels });
+        // The controller as Kubernetes would record it: telemetry names the workload after it
+        // (a Deployment's ReplicaSet loses its pod-template hash).
+        let (owner_kind, owner_name) = match kind {
+            "Deployment" => ("ReplicaSet", format!("{name}-{hash}")),
+            k => (k, name.to_string()),
+        };
+        let owner_uid = format!("lab-{:016x}", fnv64(format!("{owner_kind}/{ns}/{owner_name}").as_bytes()));
+        let mut meta = json!({
+            "name": pod_name,
+            "namespace": ns,
+            "labels": labels,
+            "ownerReferences": [{
+                "apiVersion": "apps/v1",
+                "kind": owner_kind,
+                "name": owner_name,
+                "uid": owner_uid,
+                "controller": true,
+            }],
+        });
         if let Some(a) = template.pointer("/metadata/annotations") {
             meta["annotations"] = a.clone();
         }

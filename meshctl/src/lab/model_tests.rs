@@ -133,3 +133,40 @@ fn bad_replicas_is_named() {
     .to_string();
     assert!(e.contains("Deployment default/d: spec.replicas"), "{e}");
 }
+
+#[test]
+fn a_waypoint_gateway_becomes_a_pod_and_a_service() {
+    let yaml = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: shop}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: shop}
+spec:
+  gatewayClassName: istio
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+"#;
+    let m = build(&docs(yaml), &[]).unwrap();
+    let wps: Vec<&LabPod> = m.pods.iter().filter(|p| p.waypoint.is_some()).collect();
+    assert_eq!(wps.len(), 1, "one waypoint pod, none for the non-waypoint Gateway: {:?}", m.pods);
+    let wp = wps[0];
+    assert_eq!(wp.waypoint.as_deref(), Some("waypoint"));
+    assert!(wp.name.starts_with("waypoint-") && wp.running && wp.ip.is_some(), "{wp:?}");
+    let doc = m.pod_docs.iter().find(|d| str_at(d, &["metadata", "name"]) == Some(&wp.name)).unwrap();
+    assert_eq!(str_at(doc, &["spec", "serviceAccountName"]), Some("waypoint"));
+    assert_eq!(
+        doc.pointer("/metadata/labels/istio.io~1dataplane-mode").and_then(Value::as_str),
+        Some("none")
+    );
+    let owner = doc.pointer("/metadata/ownerReferences/0").unwrap();
+    assert_eq!(owner["kind"], "ReplicaSet");
+    assert_eq!(owner["controller"], true);
+    let svc = m.other_docs.iter().find(|d| type_of(d) == ("v1", "Service")).expect("waypoint Service");
+    assert_eq!(str_at(svc, &["metadata", "name"]), Some("waypoint"));
+    assert_eq!(svc.pointer("/spec/ports/0/port").and_then(Value::as_u64), Some(15008));
+}

@@ -289,6 +289,7 @@ fn remove_pod(st: &mut LabState, pod: &LabPod, dir: &std::path::Path) {
         for n in st.nodes.iter().filter(|n| n.name != pod.node) {
             let _ = sys::ip("removing a route", &["-n", &n.netns, "route", "del", &format!("{ip}/32")]);
         }
+        let _ = sys::ip("removing a route", &["-n", state::HUB_NETNS, "route", "del", &format!("{ip}/32")]);
     }
     let netns = state::pod_netns(&pod.namespace, &pod.name);
     let _ = sys::ip("removing a pod netns", &["netns", "del", &netns]);

@@ -541,6 +541,24 @@ impl Lab<'_> {
                 )?;
             }
         }
+        // The hub routes pod addresses to their nodes, so pods reach what runs on the hub
+        // (mesh-ca) and the hub's answers find their way back.
+        for pod in pods.iter().filter(|p| p.running) {
+            let Some(owner) = self.st.nodes.iter().find(|n| n.name == pod.node) else { continue };
+            let ip = pod.ip.map(|i| i.to_string()).unwrap_or_default();
+            sys::ip(
+                &format!("hub: route to pod {}", pod.key()),
+                &[
+                    "-n",
+                    state::HUB_NETNS,
+                    "route",
+                    "replace",
+                    &format!("{ip}/32"),
+                    "via",
+                    &owner.ip.to_string(),
+                ],
+            )?;
+        }
         Ok(pods.len())
     }
 

@@ -14,6 +14,8 @@ pub fn run(args: Vec<String>) -> Value {
     let mut addr = None;
     let mut send: Option<Vec<u8>> = None;
     let mut http = false;
+    let mut method = "GET".to_string();
+    let mut extra_headers = String::new();
     let mut timeout = Duration::from_secs(5);
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -21,17 +23,27 @@ pub fn run(args: Vec<String>) -> Value {
             "--send" => send = it.next().map(String::into_bytes),
             "--http" => {
                 http = true;
-                let path = it.next().unwrap_or_else(|| "/".into());
-                // `HOST` is replaced by the host part of ADDR below.
-                send = Some(
-                    format!("GET {path} HTTP/1.1\r\nhost: HOST\r\nconnection: close\r\n\r\n").into_bytes(),
-                );
+                send = Some(it.next().unwrap_or_else(|| "/".into()).into_bytes());
+            }
+            "--method" => method = it.next().unwrap_or(method),
+            "--header" => {
+                if let Some(h) = it.next() {
+                    extra_headers.push_str(&h);
+                    extra_headers.push_str("\r\n");
+                }
             }
             "--timeout" => {
                 timeout = Duration::from_secs_f64(it.next().and_then(|s| s.parse().ok()).unwrap_or(5.0));
             }
             _ => addr = Some(a),
         }
+    }
+    if http {
+        // `HOST` is replaced by the host part of ADDR below.
+        let path = String::from_utf8(send.take().unwrap_or_default()).unwrap_or_default();
+        let head =
+            format!("{method} {path} HTTP/1.1\r\nhost: HOST\r\n{extra_headers}connection: close\r\n\r\n");
+        send = Some(head.into_bytes());
     }
     let Some(addr) = addr else {
         return json!({"ok": false, "kind": "usage", "error": "usage: mesh-probe ADDR [--send TEXT] [--http PATH]"});
