@@ -317,7 +317,52 @@ fn is_waypoint_gateway(v: &Value) -> bool {
 /// already has them.
 fn waypoint_docs(docs: &[(String, Value)]) -> Vec<(String, Value)> {
     let mut out = docs.to_vec();
-    for (origin, gw) in docs.iter().filter(|(_, v)| is_waypoint_gateway(v)) {
+    // A namespace, Service or pod asking for a waypoint that no Gateway defines gets one, as
+    // `istioctl waypoint apply` would make.
+    let mut wanted: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for (origin, v) in docs {
+        let (api, kind) = type_of(v);
+        if !matches!((api, kind), ("v1", "Namespace" | "Service" | "Pod")) {
+            continue;
+        }
+        let Some(name) = str_at(v, &["metadata", "labels", "istio.io/use-waypoint"]) else { continue };
+        if name == "none" || name.is_empty() {
+            continue;
+        }
+        let own_ns = if kind == "Namespace" {
+            str_at(v, &["metadata", "name"])
+        } else {
+            str_at(v, &["metadata", "namespace"])
+        };
+        let ns = str_at(v, &["metadata", "labels", "istio.io/use-waypoint-namespace"])
+            .or(own_ns)
+            .unwrap_or("default");
+        wanted.insert((ns.to_string(), name.to_string(), origin.clone()));
+    }
+    for (ns, name, origin) in wanted {
+        let defined = docs.iter().any(|(_, v)| {
+            type_of(v).1 == "Gateway"
+                && str_at(v, &["metadata", "name"]) == Some(&name)
+                && str_at(v, &["metadata", "namespace"]).unwrap_or("default") == ns
+        });
+        if !defined {
+            out.push((
+                format!("{origin} (istio.io/use-waypoint: {name})"),
+                json!({
+                    "apiVersion": "gateway.networking.k8s.io/v1",
+                    "kind": "Gateway",
+                    "metadata": { "name": name, "namespace": ns },
+                    "spec": {
+                        "gatewayClassName": "istio-waypoint",
+                        "listeners": [{ "name": "mesh", "port": 15008, "protocol": "HBONE" }],
+                    },
+                }),
+            ));
+        }
+    }
+    let gateways: Vec<(String, Value)> =
+        out.iter().filter(|(_, v)| is_waypoint_gateway(v)).cloned().collect();
+    for (origin, gw) in &gateways {
         let ns = str_at(gw, &["metadata", "namespace"]).unwrap_or("default");
         let name = str_at(gw, &["metadata", "name"]).unwrap_or("waypoint");
         let exists = |api: &str, kind: &str| {

@@ -170,3 +170,26 @@ spec:
     assert_eq!(str_at(svc, &["metadata", "name"]), Some("waypoint"));
     assert_eq!(svc.pointer("/spec/ports/0/port").and_then(Value::as_u64), Some(15008));
 }
+
+#[test]
+fn use_waypoint_without_a_gateway_gets_one() {
+    let yaml = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: wp}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: other, labels: {istio.io/use-waypoint: none}}
+"#;
+    let m = build(&docs(yaml), &[]).unwrap();
+    let wps: Vec<&LabPod> = m.pods.iter().filter(|p| p.waypoint.is_some()).collect();
+    assert_eq!(wps.len(), 1, "{:?}", m.pods);
+    assert_eq!((wps[0].namespace.as_str(), wps[0].waypoint.as_deref()), ("shop", Some("wp")));
+    assert!(
+        m.other_docs
+            .iter()
+            .any(|d| type_of(d).1 == "Gateway" && str_at(d, &["metadata", "name"]) == Some("wp")),
+        "the Gateway is part of the lab's model"
+    );
+}
