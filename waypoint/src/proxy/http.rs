@@ -198,6 +198,21 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
     };
     let mut rec = RequestRecord::start(traffic_labels(&conn, protocol), info);
 
+    // The waypoint routes requests; it does not open tunnels for clients (a 2xx to CONNECT
+    // would promise one), and `*` is a target only OPTIONS may have (RFC 9110 §9.3.6, 9113 §8.3.1).
+    if parts.method == http::Method::CONNECT {
+        rec.info.error = Some("CONNECT is not proxied".into());
+        return finish_local(
+            rec,
+            local_reply(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported"),
+            &ctx,
+        );
+    }
+    if parts.uri.path() == "*" && parts.method != http::Method::OPTIONS {
+        rec.info.error = Some("asterisk-form target outside OPTIONS".into());
+        return finish_local(rec, local_reply(StatusCode::BAD_REQUEST, "bad request target"), &ctx);
+    }
+
     // Path normalisation, JWT authentication, then authorization (on the normalised path,
     // which is also what goes upstream).
     let Some(security) = compiled.security.get(&conn.service.namespace, &conn.service.name) else {
