@@ -255,15 +255,18 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
     rec.info.route = route.name.clone();
     let dests: &[WeightedDestination] = match &route.action {
         Action::Forward(d) => d.as_slice(),
+        // Envoy applies the route's response header operations to local answers too.
         Action::Redirect(r) => {
-            let resp = r.response(&m, &view).map(|()| Body::default());
+            let mut resp = r.response(&m, &view).map(|()| Body::default());
+            route.apply_response_headers(None, resp.headers_mut());
             return finish_local(rec, resp, &ctx);
         }
         Action::DirectResponse { status, body } => {
-            let resp = Response::builder()
+            let mut resp = Response::builder()
                 .status(*status)
                 .body(full(body.clone().unwrap_or_default()))
                 .expect("valid status");
+            route.apply_response_headers(None, resp.headers_mut());
             return finish_local(rec, resp, &ctx);
         }
     };
@@ -476,7 +479,9 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
                     ),
                 };
                 rec.flag(flag);
-                if attempt > 1 {
+                // URX means the retry limit was reached, not that time ran out first.
+                let timed_out = timeout.is_some_and(|t| started.elapsed() >= t);
+                if attempt > 1 && !timed_out {
                     rec.flag(ResponseFlag::UpstreamRetryLimitExceeded);
                 }
                 return finish_local(rec, local_reply(status, text), &ctx);

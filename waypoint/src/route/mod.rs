@@ -186,22 +186,29 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// The route for `req`: the first matching entry; the default route when the Service has
-    /// no HTTP routes; `None` when it has routes and none matches (404, `NR`).
+    /// no HTTP routes (for this port: Gateway API routes attach to ports through their
+    /// `parentRefs`); `None` when it has routes and none matches (404, `NR`).
     pub fn route<'t>(&'t self, req: &RequestInfo<'_>) -> Option<RouteMatch<'t>> {
+        let default = || RouteMatch { route: &self.default_route, path: MatchedPath::None, match_name: None };
         if !self.user_http {
-            return Some(RouteMatch {
-                route: &self.default_route,
-                path: MatchedPath::None,
-                match_name: None,
-            });
+            return Some(default());
         }
-        self.entries.iter().find_map(|e| {
+        let found = self.entries.iter().find_map(|e| {
             e.matcher.check(req).map(|path| RouteMatch {
                 route: &self.routes[e.route as usize],
                 path,
                 match_name: e.name.as_deref(),
             })
-        })
+        });
+        if found.is_some() {
+            return found;
+        }
+        let port_unrouted = self.source == TableSource::GatewayApi
+            && !self
+                .entries
+                .iter()
+                .any(|e| e.matcher.ports.is_empty() || e.matcher.ports.contains(&req.port));
+        port_unrouted.then(default)
     }
 
     /// Destinations of a TCP connection to `port` from `source`: the first matching `tcp`

@@ -1445,12 +1445,14 @@ fn httproute_parent_port_restricts_the_route() {
         .replace("name: reviews}]", "name: reviews, port: 9090}]");
     let (_, t) = tables(&doc);
     assert_eq!(name_of(&t, &get("/").port(9090)), "p");
-    assert_eq!(name_of(&t, &get("/").port(9080)), "NR");
+    // Another port of the Service has no Gateway API route attached: the Service's default
+    // route, as Istio does (not 404).
+    assert_eq!(name_of(&t, &get("/").port(9080)), "-", "the default route");
     let doc = hr("r", "  rules:\n  - {name: s, backendRefs: [{name: reviews, port: 9080}]}")
         .replace("name: reviews}]", "name: reviews, sectionName: grpc}]");
     let (_, t) = tables(&doc);
     assert_eq!(name_of(&t, &get("/").port(9090)), "s");
-    assert_eq!(name_of(&t, &get("/").port(9080)), "NR");
+    assert_eq!(name_of(&t, &get("/").port(9080)), "-", "the default route");
 }
 
 #[test]

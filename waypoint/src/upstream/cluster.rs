@@ -627,8 +627,10 @@ impl Cluster {
         }
     }
 
-    /// Ejects `endpoint` unless it already is or `maxEjectionPercent` is reached (Envoy: the
-    /// share ejected before this one must be below the maximum).
+    /// Ejects `endpoint` unless it already is or `maxEjectionPercent` would be exceeded by it
+    /// (Envoy 1.31+: the share ejected including this host must stay within the maximum),
+    /// except that a first host may always be ejected (so small clusters under the 10 %
+    /// default still get outlier detection).
     fn eject(&self, endpoint: &Endpoint, od: &OutlierSettings) {
         let _g = lock(&self.runtime.outlier);
         if endpoint.is_ejected() {
@@ -636,7 +638,7 @@ impl Cluster {
         }
         let total = self.endpoints.len() as u64;
         let ejected = self.endpoints.iter().filter(|e| e.is_ejected()).count() as u64;
-        if ejected * 100 >= u64::from(od.max_ejection_percent) * total {
+        if ejected > 0 && (ejected + 1) * 100 > u64::from(od.max_ejection_percent) * total {
             return;
         }
         let mut e = lock(&endpoint.state.ejection);

@@ -125,7 +125,9 @@ impl Backends {
 /// Answers like the lab's echo app: JSON of the request (`pod`, `method`, `path`, `host`,
 /// `headers`); `/status/NNN` answers NNN; `?delay=<ms>` waits; request header
 /// `x-fail-first: N` answers 503 to the first N requests of this pod for this path;
-/// `x-fail-pod: <pod>` makes that pod answer 500.
+/// `x-fail-pod: <pod>[,<pod>...]` makes those pods answer 500 (or `x-fail-status`);
+/// `x-slow-pod: <pod>:<ms>[,...]` delays those pods' answers; a gRPC request (`content-type:
+/// application/grpc...`) is answered `content-type: application/grpc` and `grpc-status: 0`.
 async fn backend(pod: String, backends: Backends, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let _ = body.collect().await;
@@ -145,6 +147,16 @@ async fn backend(pod: String, backends: Backends, req: Request<Incoming>) -> Res
     {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    // `x-slow-pod: a-v1:400` delays only that pod (a busy or slow endpoint).
+    let slow = parts.headers.get("x-slow-pod").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if let Some(ms) = slow
+        .split(',')
+        .filter_map(|e| e.trim().split_once(':'))
+        .find(|(p, _)| *p == pod)
+        .and_then(|(_, ms)| ms.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     let mut status = parts
         .uri
         .path()
@@ -152,8 +164,15 @@ async fn backend(pod: String, backends: Backends, req: Request<Incoming>) -> Res
         .and_then(|(_, c)| c.parse::<u16>().ok())
         .and_then(|c| StatusCode::from_u16(c).ok())
         .unwrap_or(StatusCode::OK);
-    if parts.headers.get("x-fail-pod").is_some_and(|v| v.as_bytes() == pod.as_bytes()) {
-        status = StatusCode::INTERNAL_SERVER_ERROR;
+    let failing = parts.headers.get("x-fail-pod").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if failing.split(',').any(|p| p.trim() == pod) {
+        status = parts
+            .headers
+            .get("x-fail-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u16>().ok())
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     }
     if let Some(n) =
         parts.headers.get("x-fail-first").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u32>().ok())
@@ -165,6 +184,11 @@ async fn backend(pod: String, backends: Backends, req: Request<Incoming>) -> Res
             status = StatusCode::SERVICE_UNAVAILABLE;
         }
     }
+    // gRPC callers get gRPC's success marker (trailers-only style, in the headers).
+    let grpc = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let mut headers = serde_json::Map::new();
     for (k, v) in &parts.headers {
         let e = headers.entry(k.as_str().to_string()).or_insert_with(|| json!([]));
@@ -174,12 +198,13 @@ async fn backend(pod: String, backends: Backends, req: Request<Incoming>) -> Res
     }
     let body =
         json!({"pod": pod, "method": parts.method.as_str(), "path": path, "host": host, "headers": headers});
-    Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header("x-backend", pod)
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
+    let mut resp = Response::builder().status(status).header("x-backend", pod);
+    resp = if grpc {
+        resp.header(http::header::CONTENT_TYPE, "application/grpc").header("grpc-status", "0")
+    } else {
+        resp.header(http::header::CONTENT_TYPE, "application/json")
+    };
+    resp.body(Full::new(Bytes::from(body.to_string()))).unwrap()
 }
 
 pub async fn start_backend(pod: &str, addr: SocketAddr, backends: Backends) {
@@ -213,15 +238,37 @@ pub struct Mesh {
 }
 
 impl Mesh {
-    /// Service VIP by name.
+    /// Service VIP by name: the base model's, or the first VIP of a Service of namespace
+    /// `demo` that the suite's configuration added.
     pub fn vip(&self, service: &str) -> IpAddr {
         let i = match service {
             "a" => 1,
             "b" => 2,
             "mirror" => 3,
-            other => panic!("no service {other} in the base model"),
+            other => {
+                let host = format!("{other}.demo.svc.cluster.local");
+                let model = self.waypoint.ctx.model.load();
+                let svc =
+                    model.service_by_host(&host).unwrap_or_else(|| panic!("no service {other} in the model"));
+                return *svc.vips.first().unwrap_or_else(|| panic!("service {other} has no VIP"));
+            }
         };
         IpAddr::V4(Ipv4Addr::new(10, self.net, 0, i))
+    }
+
+    /// `istio_requests_total` summed per `response_flags` value (`-` for none).
+    pub fn requests_by_flags(&self) -> HashMap<String, f64> {
+        let text = mesh_telemetry::encode(&self.waypoint.ctx.registry).unwrap_or_default();
+        let mut out = HashMap::new();
+        for l in text.lines().filter(|l| l.starts_with("istio_requests_total{")) {
+            let Some(flags) = l.split("response_flags=\"").nth(1).and_then(|r| r.split('"').next()) else {
+                continue;
+            };
+            if let Some(v) = l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+                *out.entry(flags.to_string()).or_default() += v;
+            }
+        }
+        out
     }
 
     pub fn client_ip(&self) -> IpAddr {
