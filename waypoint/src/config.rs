@@ -55,6 +55,13 @@ pub struct Config {
     pub admin_addr: SocketAddr,
     /// Allow the admin server on a non-loopback address (bool).
     pub admin_allow_remote: bool,
+    /// Optional plaintext HTTP listener (socket address; default none): HTTP/1.1 and h2c
+    /// requests routed to the Service named by `Host`/`:authority`, for ingress-style use and
+    /// benchmarks. Callers are unauthenticated: authorization sees no principal. Loopback only
+    /// unless `plaintextHttpAllowRemote`.
+    pub plaintext_http_addr: Option<SocketAddr>,
+    /// Allow the plaintext HTTP listener on a non-loopback address (bool).
+    pub plaintext_http_allow_remote: bool,
     /// Prometheus `/metrics` (socket address; default 0.0.0.0:15020).
     pub metrics_addr: SocketAddr,
     /// Readiness `/healthz/ready` (socket address; default 0.0.0.0:15021).
@@ -90,6 +97,8 @@ impl Default for Config {
             hbone_addr: SocketAddr::new(any, 15008),
             admin_addr: SocketAddr::new(lo, 15000),
             admin_allow_remote: false,
+            plaintext_http_addr: None,
+            plaintext_http_allow_remote: false,
             metrics_addr: SocketAddr::new(any, 15020),
             readiness_addr: SocketAddr::new(any, 15021),
             drain_deadline: Duration::from_secs(5),
@@ -154,6 +163,14 @@ impl Config {
                 self.admin_addr
             ));
         }
+        if let Some(addr) = self.plaintext_http_addr
+            && !addr.ip().is_loopback()
+            && !self.plaintext_http_allow_remote
+        {
+            errs.push(format!(
+                "plaintextHttpAddr: {addr} is not a loopback address (set plaintextHttpAllowRemote to force)"
+            ));
+        }
         if errs.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(errs)) }
     }
 }
@@ -172,5 +189,50 @@ mod tests {
         assert!(e.starts_with("w.yaml: hboneAddr:"), "{e}");
         let c = Config::parse("namespace: b\ndrainDeadline: 250ms\n", "w.yaml").unwrap();
         assert_eq!(c.drain_deadline, Duration::from_millis(250));
+    }
+
+    fn valid() -> Config {
+        Config::parse(
+            "namespace: n\npod: p\nnode: x\ncaAddress: https://ca\ncaRoot: r.pem\ntokenFile: t\nmodel: [m]\n",
+            "w.yaml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn plaintext_listener_is_off_by_default() {
+        let c = valid();
+        assert_eq!(c.plaintext_http_addr, None);
+        assert!(!c.plaintext_http_allow_remote);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn plaintext_listener_on_loopback_is_accepted() {
+        let mut c = valid();
+        c.plaintext_http_addr = Some("127.0.0.1:8080".parse().unwrap());
+        c.validate().unwrap();
+        c.plaintext_http_addr = Some("[::1]:8080".parse().unwrap());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn plaintext_listener_elsewhere_needs_the_force_flag() {
+        let mut c = valid();
+        c.plaintext_http_addr = Some("0.0.0.0:8080".parse().unwrap());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("plaintextHttpAddr: 0.0.0.0:8080 is not a loopback address"), "{e}");
+        c.plaintext_http_allow_remote = true;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn plaintext_fields_parse_from_yaml() {
+        let c = Config::parse("plaintextHttpAddr: 127.0.0.1:18080\nplaintextHttpAllowRemote: true\n", "w")
+            .unwrap();
+        assert_eq!(c.plaintext_http_addr, Some("127.0.0.1:18080".parse().unwrap()));
+        assert!(c.plaintext_http_allow_remote);
+        let e = Config::parse("plaintextHttpAddr: 8080\n", "w.yaml").unwrap_err().to_string();
+        assert!(e.starts_with("w.yaml: plaintextHttpAddr:"), "{e}");
     }
 }

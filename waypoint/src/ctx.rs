@@ -185,6 +185,8 @@ pub struct Waypoint {
     pub admin_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub readiness_addr: SocketAddr,
+    /// The plaintext HTTP listener's address, when `plaintextHttpAddr` is set.
+    pub plaintext_http_addr: Option<SocketAddr>,
     pub store: Arc<ConfigStore>,
     stop: watch::Sender<bool>,
 }
@@ -277,6 +279,10 @@ pub async fn start(config: Config, log: Option<LogHandle>) -> Result<Waypoint, S
     let admin = bind("admin", config.admin_addr).await?;
     let metrics_l = bind("metrics", config.metrics_addr).await?;
     let readiness = bind("readiness", config.readiness_addr).await?;
+    let plaintext = match config.plaintext_http_addr {
+        Some(addr) => Some(bind("plaintext HTTP", addr).await?),
+        None => None,
+    };
     let local = |l: &TcpListener, what, addr| {
         l.local_addr().map_err(|source| StartError::Listen { what, addr, source })
     };
@@ -305,6 +311,10 @@ pub async fn start(config: Config, log: Option<LogHandle>) -> Result<Waypoint, S
         admin_addr: local(&admin, "admin", config.admin_addr)?,
         metrics_addr: local(&metrics_l, "metrics", config.metrics_addr)?,
         readiness_addr: local(&readiness, "readiness", config.readiness_addr)?,
+        plaintext_http_addr: match (&plaintext, config.plaintext_http_addr) {
+            (Some(l), Some(addr)) => Some(local(l, "plaintext HTTP", addr)?),
+            _ => None,
+        },
         ctx: ctx.clone(),
         store,
         stop: stop_tx,
@@ -313,11 +323,15 @@ pub async fn start(config: Config, log: Option<LogHandle>) -> Result<Waypoint, S
     tokio::spawn(crate::admin::serve(ctx.clone(), admin, crate::admin::Server::Admin));
     tokio::spawn(crate::admin::serve(ctx.clone(), metrics_l, crate::admin::Server::Metrics));
     tokio::spawn(crate::admin::serve(ctx.clone(), readiness, crate::admin::Server::Readiness));
+    if let Some(l) = plaintext {
+        tokio::spawn(crate::proxy::plain::serve(ctx.clone(), l));
+    }
     tracing::info!(
         waypoint = %format!("{}/{}", config.namespace, config.gateway),
         identity = %ctx.identity,
         hbone = %w.hbone_addr,
         admin = %w.admin_addr,
+        plaintext_http = ?w.plaintext_http_addr,
         "waypoint started"
     );
     Ok(w)

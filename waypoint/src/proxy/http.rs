@@ -42,7 +42,9 @@ pub struct Conn {
     pub pod: Option<Arc<Workload>>,
     pub port: u16,
     pub peer_addr: SocketAddr,
-    pub peer_identity: SpiffeId,
+    /// The peer's SPIFFE identity from mTLS; `None` for plaintext callers (authorization then
+    /// sees no principal, so `principals: ["*"]` does not match them).
+    pub peer_identity: Option<SpiffeId>,
     pub source: Option<Arc<Workload>>,
     /// The original client per the peer's `forwarded: for`.
     pub remote_ip: Option<IpAddr>,
@@ -101,7 +103,9 @@ fn traffic_labels(conn: &Conn, protocol: RequestProtocol) -> TrafficLabels {
     let ctx = &conn.ctx;
     let mut source =
         conn.source.as_ref().map(|w| PeerLabels::from_workload(w, &ctx.cluster)).unwrap_or_default();
-    source.principal = ctx.metrics.principal(&conn.peer_identity).into();
+    if let Some(id) = &conn.peer_identity {
+        source.principal = ctx.metrics.principal(id).into();
+    }
     TrafficLabels {
         reporter: Reporter::Waypoint,
         source,
@@ -222,7 +226,7 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
     let info = crate::security::ConnInfo {
         source_ip: conn.peer_addr.ip(),
         remote_ip: conn.remote_ip,
-        peer: Some(&conn.peer_identity),
+        peer: conn.peer_identity.as_ref(),
         destination_ip: conn
             .pod
             .as_ref()

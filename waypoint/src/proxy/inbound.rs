@@ -99,7 +99,7 @@ impl ConnectHandler for Handler {
             pod,
             port: dst.port(),
             peer_addr: req.peer_addr,
-            peer_identity: req.peer_identity.clone(),
+            peer_identity: Some(req.peer_identity.clone()),
             source,
             remote_ip: req.forwarded_for,
             protocol,

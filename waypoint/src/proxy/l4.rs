@@ -31,7 +31,9 @@ where
     if let Some(w) = &conn.source {
         info.labels.source = PeerLabels::from_workload(w, &ctx.cluster);
     }
-    info.labels.source.principal = ctx.metrics.principal(&conn.peer_identity).into();
+    if let Some(id) = &conn.peer_identity {
+        info.labels.source.principal = ctx.metrics.principal(id).into();
+    }
     info.labels.destination_service = ServiceLabels::from_service(&conn.service);
     let mut guard = ConnGuard::open(&ctx.metrics, info);
 
@@ -41,7 +43,7 @@ where
     };
     let decision = {
         let request =
-            mesh_policy::Request::l4(conn.peer_addr.ip(), Some(&conn.peer_identity), dst.ip(), conn.port);
+            mesh_policy::Request::l4(conn.peer_addr.ip(), conn.peer_identity.as_ref(), dst.ip(), conn.port);
         security.authz.policies().evaluate(&request)
     };
     if !decision.allowed {

@@ -1,0 +1,238 @@
+//! The plaintext HTTP listener end to end: a waypoint in-process (real mesh-ca, no ztunnel)
+//! with `plaintextHttpAddr` set, backends that are pods outside the mesh
+//! (`istio.io/dataplane-mode: none`, so the waypoint dials them in plain TCP), and a
+//! VirtualService whose header match sends canary requests elsewhere and sets a response
+//! header. Checked over HTTP/1.1 and h2c (prior knowledge).
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_ca::{CaConfig, CaOptions};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Pods on 127.NET.x.y, apart from the other suites' address blocks.
+const NET: u8 = 170;
+const TOKEN: &str = "token-node-a-plaintext-0123456789";
+
+fn ip(sub: u8, host: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, NET, sub, host))
+}
+
+fn pod(name: &str, labels: &str, ip: IpAddr) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: demo, labels: {{{labels}}}}}\n\
+         spec:\n  nodeName: node-a\n  serviceAccountName: {name}\n  containers:\n  - name: app\n    image: echo\n\
+         status: {{phase: Running, podIP: {ip}}}\n"
+    )
+}
+
+/// Namespace `demo` using waypoint `demo/waypoint`; Services `web` (pod web-v1) and
+/// `web-canary` (pod web-canary) whose pods are out of the mesh; a VirtualService on `web`.
+fn model() -> String {
+    let mut y = String::from(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n  labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}\n\
+         ---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: waypoint, namespace: demo}\n\
+         spec:\n  gatewayClassName: istio-waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n",
+    );
+    y += &pod(
+        "waypoint-0",
+        "gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none",
+        ip(1, 250),
+    );
+    y += &pod("web-v1", "app: web, istio.io/dataplane-mode: none", ip(2, 10));
+    y += &pod("web-canary", "app: web-canary, istio.io/dataplane-mode: none", ip(2, 11));
+    for (i, app) in ["web", "web-canary"].iter().enumerate() {
+        y += &format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {app}, namespace: demo}}\n\
+             spec:\n  clusterIP: 10.{NET}.0.{}\n  selector: {{app: {app}}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n",
+            i + 1
+        );
+    }
+    y += "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web, namespace: demo}\n\
+          spec:\n  hosts: [web]\n  http:\n\
+          \x20 - name: canary\n    match: [{headers: {x-canary: {exact: \"yes\"}}}]\n\
+          \x20   route: [{destination: {host: web-canary}}]\n\
+          \x20   headers: {response: {set: {x-route: canary}}}\n\
+          \x20 - name: default\n    route: [{destination: {host: web}}]\n";
+    // Any authenticated caller may call web-canary directly; plaintext callers are not.
+    y += "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: canary-mtls-only, namespace: demo}\n\
+          spec:\n  targetRefs: [{kind: Service, group: \"\", name: web-canary}]\n  action: ALLOW\n\
+          \x20 rules: [{from: [{source: {principals: [\"*\"]}}]}]\n";
+    y
+}
+
+/// Answers with `x-backend: <pod>` and the path it saw, over HTTP/1.1 only (as a legacy app
+/// would), so the waypoint's plaintext upstream is what talks to it.
+async fn start_backend(name: &'static str, addr: SocketAddr) {
+    let l = TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { continue };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                    let path = req.uri().path().to_string();
+                    let _ = req.into_body().collect().await;
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .header("x-backend", name)
+                            .body(Full::new(Bytes::from(path)))
+                            .unwrap(),
+                    )
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+            });
+        }
+    });
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    _ca: mesh_ca::RunningCa,
+    waypoint: waypoint::ctx::Waypoint,
+}
+
+async fn start() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("model")).unwrap();
+    std::fs::write(d.join("model/mesh.yaml"), model()).unwrap();
+    std::fs::write(d.join("tokens"), format!("node-a {TOKEN}\n")).unwrap();
+    std::fs::write(d.join("node-a.token"), TOKEN).unwrap();
+    std::fs::write(
+        d.join("ca.yaml"),
+        "trustDomain: cluster.local\ndefaultTtl: 1h\nmaxTtl: 2d\nmodel: [model]\nnodeTokensFile: tokens\n",
+    )
+    .unwrap();
+    let config = CaConfig::load(&d.join("ca.yaml")).unwrap();
+    let ca = mesh_ca::start(CaOptions {
+        config,
+        state_dir: d.join("state"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+    })
+    .await
+    .unwrap();
+    std::fs::write(d.join("root.pem"), &ca.root_pem).unwrap();
+    start_backend("web-v1", SocketAddr::new(ip(2, 10), 8080)).await;
+    start_backend("web-canary", SocketAddr::new(ip(2, 11), 8080)).await;
+    let config = waypoint::config::Config {
+        namespace: "demo".into(),
+        gateway: "waypoint".into(),
+        pod: "waypoint-0".into(),
+        node: "node-a".into(),
+        ca_address: format!("https://{}", ca.local_addr),
+        ca_root: d.join("root.pem"),
+        token_file: d.join("node-a.token"),
+        model: vec![d.join("model")],
+        hbone_addr: SocketAddr::new(ip(1, 250), 15008),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        readiness_addr: "127.0.0.1:0".parse().unwrap(),
+        plaintext_http_addr: Some("127.0.0.1:0".parse().unwrap()),
+        drain_deadline: Duration::from_secs(1),
+        ..waypoint::config::Config::default()
+    };
+    let waypoint = waypoint::ctx::start(config, None).await.unwrap();
+    Harness { _dir: dir, _ca: ca, waypoint }
+}
+
+enum Client {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr, h2: bool) -> Client {
+        let s = TcpStream::connect(addr).await.unwrap();
+        if h2 {
+            let (send, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await.unwrap();
+            tokio::spawn(conn);
+            Client::H2(send)
+        } else {
+            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
+            tokio::spawn(conn);
+            Client::H1(send)
+        }
+    }
+
+    /// POSTs `path` to `authority` with `headers`; (status, response headers, body).
+    async fn post(
+        &mut self,
+        authority: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, http::HeaderMap, String) {
+        let h2 = matches!(self, Client::H2(_));
+        let mut b = Request::post(if h2 { format!("http://{authority}{path}") } else { path.to_string() });
+        if !h2 {
+            b = b.header(http::header::HOST, authority);
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b.body(Full::new(Bytes::from_static(b"hello"))).unwrap();
+        let resp = match self {
+            Client::H1(s) => s.send_request(req).await.unwrap(),
+            Client::H2(s) => s.send_request(req).await.unwrap(),
+        };
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (parts.status.as_u16(), parts.headers, String::from_utf8_lossy(&body).into())
+    }
+}
+
+fn backend(h: &http::HeaderMap) -> &str {
+    h.get("x-backend").and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+async fn routes_by_header(h: &Harness, h2: bool) {
+    let addr = h.waypoint.plaintext_http_addr.expect("plaintext listener bound");
+    assert!(addr.ip().is_loopback());
+    let mut c = Client::connect(addr, h2).await;
+
+    let (status, headers, body) = c.post("web", "/hello", &[]).await;
+    assert_eq!((status, backend(&headers), body.as_str()), (200, "web-v1", "/hello"));
+    assert!(headers.get("x-route").is_none());
+
+    let (status, headers, _) = c.post("web", "/hello", &[("x-canary", "yes")]).await;
+    assert_eq!((status, backend(&headers)), (200, "web-canary"));
+    assert_eq!(headers.get("x-route").unwrap(), "canary");
+
+    let (status, headers, _) = c.post("web", "/hello", &[("x-canary", "no")]).await;
+    assert_eq!((status, backend(&headers)), (200, "web-v1"));
+
+    // The FQDN and an explicit port name the same Service on the same connection.
+    let (status, headers, _) = c.post("web.demo.svc.cluster.local:80", "/x", &[("x-canary", "yes")]).await;
+    assert_eq!((status, backend(&headers)), (200, "web-canary"));
+
+    // Plaintext callers have no principal: `principals: ["*"]` does not admit them.
+    let (status, _, body) = c.post("web-canary", "/", &[]).await;
+    assert_eq!((status, body.as_str()), (403, "RBAC: access denied"));
+
+    // A Service nobody declared: 404 like a missing virtual host.
+    let (status, _, body) = c.post("nope", "/", &[]).await;
+    assert_eq!(status, 404, "{body}");
+}
+
+/// One waypoint (the backends' addresses are fixed) for both downstream protocols.
+#[tokio::test]
+async fn http1_and_h2c_requests_are_routed_by_the_virtual_service() {
+    let h = start().await;
+    routes_by_header(&h, false).await;
+    routes_by_header(&h, true).await;
+    // A request without any authority cannot be given a Service.
+    let mut s = TcpStream::connect(h.waypoint.plaintext_http_addr.unwrap()).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.0 400"), "{out}");
+    h.waypoint.shutdown().await;
+}
