@@ -13,7 +13,7 @@ use mesh_identity::{
     CaClientConfig, CaClientError, CertManager, CertManagerConfig, Identity, SpiffeId, TrustBundle,
     WorkloadCert, bootstrap_node, server_config,
 };
-use mesh_model::{ConfigStore, FileSource, MeshConfig, Model, ModelHandle, Workload};
+use mesh_model::{ConfigStore, MeshConfig, Model, ModelHandle, Workload};
 use mesh_policy::{AuthzIndex, AuthzPolicies};
 use mesh_telemetry::{LogHandle, Metrics, Registry};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -306,14 +306,8 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
 pub async fn start(config: Config, log: Option<LogHandle>) -> Result<Ztunnel, StartError> {
     config.validate()?;
     let config = Arc::new(config);
-    let root_pem = std::fs::read_to_string(&config.ca_root).map_err(|e| StartError::CaRoot {
-        path: config.ca_root.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let trust = TrustBundle::from_pem(&config.trust_domain, &root_pem).map_err(|e| StartError::CaRoot {
-        path: config.ca_root.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let (trust, root_pem) = TrustBundle::load_file(&config.trust_domain, &config.ca_root)
+        .map_err(|(path, reason)| StartError::CaRoot { path, reason })?;
     let trust = Arc::new(trust);
 
     let mesh = MeshConfig {
@@ -321,16 +315,7 @@ pub async fn start(config: Config, log: Option<LogHandle>) -> Result<Ztunnel, St
         cluster_id: config.cluster_id.as_str().into(),
         ..MeshConfig::default()
     };
-    let store = Arc::new(ConfigStore::new(mesh));
-    let mut source = FileSource::new(config.model.iter().cloned());
-    source.load_into(&store);
-    let watch_store = store.clone();
-    tokio::spawn(async move {
-        use mesh_model::ConfigSource;
-        if let Err(e) = source.run(watch_store).await {
-            tracing::error!(error = %e, "model source stopped");
-        }
-    });
+    let store = mesh_model::watched_store(mesh, &config.model);
 
     let mut ca = CaClientConfig::new(config.ca_address.clone(), root_pem);
     ca.server_name = config.ca_server_name.clone();

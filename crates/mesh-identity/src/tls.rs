@@ -57,6 +57,15 @@ impl TrustBundle {
     }
 
     /// A bundle from a PEM file's contents (one or more CERTIFICATE blocks).
+    /// Reads a PEM root file: the bundle and the PEM text (proxies also hand the text to their
+    /// CA client). Errors are `(path, reason)` for the caller's own error type.
+    pub fn load_file(trust_domain: &str, path: &std::path::Path) -> Result<(Self, String), (String, String)> {
+        let shown = || path.display().to_string();
+        let pem = std::fs::read_to_string(path).map_err(|e| (shown(), e.to_string()))?;
+        let bundle = Self::from_pem(trust_domain, &pem).map_err(|e| (shown(), e.to_string()))?;
+        Ok((bundle, pem))
+    }
+
     pub fn from_pem(trust_domain: &str, pem: &str) -> Result<Self, IdentityError> {
         use rustls::pki_types::pem::PemObject;
         let roots = CertificateDer::pem_slice_iter(pem.as_bytes())

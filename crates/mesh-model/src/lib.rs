@@ -18,7 +18,7 @@ pub use intern::Labels;
 pub use model::{Model, Sourced};
 pub use policy::{ParentKey, Policy, PolicyKind, PolicyScope, TargetRef};
 pub use service::{DnsEndpoint, Endpoint, EndpointsFrom, Service, ServicePort, ServiceSource, TargetPort};
-pub use source::file::{FileSource, Loaded, load_paths};
+pub use source::file::{FileSource, Loaded, load_paths, watched_store};
 pub use source::{Batch, ConfigSource, Doc, SourceError, Update};
 pub use store::{ConfigStore, IgnoredObject, ModelHandle};
 pub use translate::translate;

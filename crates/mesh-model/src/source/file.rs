@@ -293,3 +293,22 @@ impl ConfigSource for FileSource {
         }
     }
 }
+
+/// A config store loaded from `paths` now and kept in step with them by a watcher task on the
+/// current tokio runtime (what each proxy runs from its `model` setting).
+pub fn watched_store(
+    mesh: crate::MeshConfig,
+    paths: &[std::path::PathBuf],
+) -> std::sync::Arc<crate::ConfigStore> {
+    let store = std::sync::Arc::new(crate::ConfigStore::new(mesh));
+    let mut source = FileSource::new(paths.iter().cloned());
+    source.load_into(&store);
+    let watch_store = store.clone();
+    tokio::spawn(async move {
+        use crate::ConfigSource;
+        if let Err(e) = source.run(watch_store).await {
+            tracing::error!(error = %e, "model source stopped");
+        }
+    });
+    store
+}
