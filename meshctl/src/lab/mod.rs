@@ -10,6 +10,7 @@ mod ops;
 pub mod state;
 pub mod sys;
 mod up;
+mod waypoint;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -12,6 +12,7 @@
 //! steps and says how to answer a rejected request.
 
 pub mod authz;
+pub mod claims;
 pub mod jwks;
 pub mod jwt;
 pub mod path;
