@@ -26,6 +26,28 @@ pub struct CaptureOptions {
     pub proxy_cgroup: PathBuf,
     /// SO_MARK ztunnel sets on its sockets; connect4/6 skip them (0: no mark is skipped).
     pub proxy_mark: u32,
+    /// Do not load sk_lookup: take the path of a kernel whose verifier refuses it (Linux <
+    /// 5.17), steering every pod's inbound with the tc fallback (tests; forcing it).
+    pub force_tc_fallback: bool,
+}
+
+/// How inbound connections to captured pods reach their listeners.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inbound {
+    /// sk_lookup per pod netns (Linux >= 5.17).
+    SkLookup,
+    /// tc ingress + `bpf_sk_assign` on the pod's interfaces (sk_lookup refused at load).
+    TcFallback,
+}
+
+impl Inbound {
+    /// Label value for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Inbound::SkLookup => "sk_lookup",
+            Inbound::TcFallback => "tc",
+        }
+    }
 }
 
 /// Open capture state: the pinned maps and the sk_lookup/tc programs for new pods.
@@ -33,6 +55,7 @@ pub struct CaptureOptions {
 pub struct Capture {
     opts: CaptureOptions,
     layout: Layout,
+    inbound: Inbound,
     state: Mutex<State>,
 }
 
@@ -41,13 +64,17 @@ struct State {
     pod_ips: HashMap<MapData, IpKey, u64>,
     listeners: SockHash<MapData, ListenerKey>,
     counters: PerCpuArray<MapData, u64>,
-    sk_lookup: SkLookup,
+    /// None when the kernel refused it: every pod gets the tc fallback.
+    sk_lookup: Option<SkLookup>,
     tc: Option<SchedClassifier>,
 }
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("State").field("tc_loaded", &self.tc.is_some()).finish_non_exhaustive()
+        f.debug_struct("State")
+            .field("sk_lookup_loaded", &self.sk_lookup.is_some())
+            .field("tc_loaded", &self.tc.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -86,7 +113,7 @@ impl Capture {
         for dir in [layout.maps(), layout.progs(), layout.links(), layout.netns_root()] {
             bpffs::create_dir(&dir)?;
         }
-        programs::load_missing(&layout)?;
+        let sk_lookup_err = programs::load_missing(&layout, !opts.force_tc_fallback)?;
         for (prog, on_pods) in CGROUP_PROGS {
             let cgroup = if *on_pods { &opts.pods_cgroup } else { &opts.proxy_cgroup };
             programs::attach_cgroup(&layout, *prog, cgroup)?;
@@ -111,15 +138,30 @@ impl Capture {
             counters: open_map(&layout, "mesh_counters", Map::PerCpuArray)?
                 .try_into()
                 .map_err(map_err("mesh_counters", "type"))?,
-            sk_lookup: programs::sk_lookup(&layout)?,
+            sk_lookup: match sk_lookup_err {
+                None => Some(programs::sk_lookup(&layout)?),
+                Some(e) => {
+                    tracing::warn!(error = %e,
+                        "sk_lookup program not loaded (Linux < 5.17's verifier refuses it); inbound capture \
+                         uses the tc ingress fallback for every pod");
+                    None
+                }
+            },
             tc: None,
         };
-        Ok(Capture { opts, layout, state: Mutex::new(state) })
+        let inbound = if state.sk_lookup.is_some() { Inbound::SkLookup } else { Inbound::TcFallback };
+        tracing::info!(inbound = inbound.name(), "capture programs ready");
+        Ok(Capture { opts, layout, inbound, state: Mutex::new(state) })
     }
 
     /// The options this capture was opened with.
     pub fn options(&self) -> &CaptureOptions {
         &self.opts
+    }
+
+    /// How new pods' inbound is steered (tc when sk_lookup could not be loaded).
+    pub fn inbound(&self) -> Inbound {
+        self.inbound
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -135,7 +177,7 @@ impl Capture {
 
     /// Like [`Capture::add_pod`], but steers inbound with the tc ingress + `bpf_sk_assign`
     /// fallback on the netns's non-loopback interfaces instead of sk_lookup (what kernels
-    /// without sk_lookup get automatically; exposed for tests and for forcing it).
+    /// whose verifier refuses sk_lookup get automatically; exposed for tests).
     pub fn add_pod_tc_fallback(&self, netns: BorrowedFd<'_>, pod: &PodConfig) -> Result<u64, EbpfError> {
         self.register(netns, pod, true)
     }
@@ -190,14 +232,15 @@ impl Capture {
             return Ok(());
         }
         bpffs::create_dir(&dir)?;
-        if force_tc {
+        let Some(sk_lookup) = st.sk_lookup.as_mut().filter(|_| !force_tc) else {
             return self.attach_tc(st, ns, &dir, label);
-        }
-        let sk_err = match attach_sk_lookup(&mut st.sk_lookup, ns, &dir.join("sk_lookup")) {
+        };
+        let sk_err = match attach_sk_lookup(sk_lookup, ns, &dir.join("sk_lookup")) {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
-        tracing::warn!(netns = label, error = %sk_err, "sk_lookup attach failed, using the tc ingress fallback");
+        tracing::warn!(netns = label, error = %sk_err,
+            "sk_lookup attach failed, using the tc ingress fallback");
         let tc_err = match self.attach_tc(st, ns, &dir, label) {
             Ok(()) => return Ok(()),
             Err(e) => e,
@@ -296,6 +339,16 @@ impl Capture {
         }
         bpffs::check_bpffs(pin_dir)?;
         let layout = Layout { root: pin_dir.into() };
+        // A netlink tc filter (the fallback on kernels without TCX) is not pinned and outlives
+        // the pins, holding the maps: with no pod addresses left it lets everything pass.
+        if let Ok(mut ips) = open_map(&layout, "mesh_pod_ips", Map::HashMap).and_then(|m| {
+            HashMap::<MapData, IpKey, u64>::try_from(m).map_err(map_err("mesh_pod_ips", "type"))
+        }) {
+            let keys: Vec<IpKey> = ips.keys().filter_map(Result::ok).collect();
+            for key in keys {
+                remove_ignoring_missing(&mut ips, &key, "mesh_pod_ips")?;
+            }
+        }
         // Links first (detach), then programs and maps.
         bpffs::remove_tree(&layout.netns_root())?;
         bpffs::remove_tree(&layout.links())?;

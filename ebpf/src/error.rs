@@ -127,6 +127,10 @@ pub enum EbpfError {
         /// Why the tc fallback failed.
         tc: Box<EbpfError>,
     },
+    /// sk_lookup was not loaded because `CaptureOptions::force_tc_fallback` is set (stands in
+    /// for the verifier refusing it, as Linux < 5.17 does).
+    #[error("program mesh_sk_lookup: load: not attempted (force_tc_fallback is set)")]
+    SkLookupDisabled,
     /// The pod config cannot be captured.
     #[error("pod in netns {netns}: {reason}")]
     InvalidPod {

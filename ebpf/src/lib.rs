@@ -10,7 +10,7 @@ mod programs;
 mod sys;
 mod types;
 
-pub use capture::{Capture, CaptureOptions};
+pub use capture::{Capture, CaptureOptions, Inbound};
 pub use error::EbpfError;
 pub use netns::netns_cookie;
 pub use types::{

@@ -121,36 +121,57 @@ fn prog_err(program: &'static str, step: &'static str) -> impl FnOnce(ProgramErr
     move |source| EbpfError::Program { program, step, source: Box::new(source) }
 }
 
+/// The object whose load failure is not fatal: pods then get the tc ingress fallback.
+pub(crate) const SK_LOOKUP_OBJECT: &str = "sk_lookup";
+
 /// Loads and pins every program not pinned yet. Maps are created once and pinned by name
 /// (aya re-opens a pinned map instead of creating it), so every object shares them.
-pub(crate) fn load_missing(layout: &Layout) -> Result<(), EbpfError> {
+/// sk_lookup is optional: Linux < 5.17's verifier refuses it (it reads `ingress_ifindex`), so
+/// its failure (or `want_sk_lookup == false`) is returned instead of failing the load.
+pub(crate) fn load_missing(layout: &Layout, want_sk_lookup: bool) -> Result<Option<EbpfError>, EbpfError> {
+    let mut sk_lookup_err = None;
     for object in objects() {
-        if object.progs.iter().all(|p| layout.prog(p.name).exists()) {
+        let optional = object.name == SK_LOOKUP_OBJECT;
+        let result = if optional && !want_sk_lookup {
+            Err(EbpfError::SkLookupDisabled)
+        } else {
+            load_object(layout, &object)
+        };
+        match result {
+            Ok(()) => {}
+            Err(e) if optional => sk_lookup_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sk_lookup_err)
+}
+
+fn load_object(layout: &Layout, object: &Object) -> Result<(), EbpfError> {
+    if object.progs.iter().all(|p| layout.prog(p.name).exists()) {
+        return Ok(());
+    }
+    let mut loader = EbpfLoader::new();
+    let map_paths: Vec<(&'static str, PathBuf)> = MAPS.iter().map(|m| (*m, layout.map(m))).collect();
+    for (name, path) in &map_paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader.load(object.bytes).map_err(|source| EbpfError::Object {
+        object: object.name,
+        maps_dir: layout.maps(),
+        source: Box::new(source),
+    })?;
+    for prog in object.progs {
+        let path = layout.prog(prog.name);
+        if path.exists() {
             continue;
         }
-        let mut loader = EbpfLoader::new();
-        let map_paths: Vec<(&'static str, PathBuf)> = MAPS.iter().map(|m| (*m, layout.map(m))).collect();
-        for (name, path) in &map_paths {
-            loader.map_pin_path(name, path.as_path());
-        }
-        let mut ebpf = loader.load(object.bytes).map_err(|source| EbpfError::Object {
+        let program = ebpf.program_mut(prog.name).ok_or_else(|| EbpfError::ProgramMissing {
+            program: prog.name,
             object: object.name,
-            maps_dir: layout.maps(),
-            source: Box::new(source),
+            reason: "not in the object".into(),
         })?;
-        for prog in object.progs {
-            let path = layout.prog(prog.name);
-            if path.exists() {
-                continue;
-            }
-            let program = ebpf.program_mut(prog.name).ok_or_else(|| EbpfError::ProgramMissing {
-                program: prog.name,
-                object: object.name,
-                reason: "not in the object".into(),
-            })?;
-            load_and_pin(program, *prog, &path)?;
-            tracing::debug!(program = prog.name, path = %path.display(), "loaded and pinned");
-        }
+        load_and_pin(program, *prog, &path)?;
+        tracing::debug!(program = prog.name, path = %path.display(), "loaded and pinned");
     }
     Ok(())
 }

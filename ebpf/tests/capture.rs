@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use mesh_ebpf::{Capture, ListenerKind, PodConfig, PodFlags, Reason, netns_cookie};
+use mesh_ebpf::{Capture, CaptureOptions, Inbound, ListenerKind, PodConfig, PodFlags, Reason, netns_cookie};
 use std::net::{IpAddr, Ipv6Addr};
 
 use support::{
@@ -96,6 +96,7 @@ fn capture_redirects_steers_and_fails_closed() {
     let mut topo = Topo::new(1);
     topo.join_proxy_cgroup();
     let cap = Capture::open(topo.options()).expect("Capture::open");
+    assert_eq!(cap.inbound(), Inbound::SkLookup, "this kernel loads sk_lookup");
     let ns = topo.netns(&topo.pod_ns);
     let cookie = cap.add_pod(ns.as_fd(), &pod(PodFlags::NONE)).expect("add_pod");
     assert_eq!(cookie, netns_cookie(ns.as_fd()).expect("netns_cookie"));
@@ -348,14 +349,19 @@ fn ipv6_and_dual_stack_capture() {
     assert!(!topo.pin_dir.exists());
 }
 
+/// sk_lookup refused at load (as on Linux < 5.17, forced here): `open` still succeeds and
+/// plain `add_pod` steers inbound with the tc fallback.
 #[test]
-fn tc_fallback_steers_inbound() {
+fn tc_fallback_steers_inbound_when_sk_lookup_cannot_load() {
     let _serial = support::SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut topo = Topo::new(4);
     topo.join_proxy_cgroup();
-    let cap = Capture::open(topo.options()).expect("Capture::open");
+    let cap = Capture::open(CaptureOptions { force_tc_fallback: true, ..topo.options() })
+        .expect("Capture::open without sk_lookup");
+    assert_eq!(cap.inbound(), Inbound::TcFallback);
+    assert!(!topo.pin_dir.join("progs/mesh_sk_lookup").exists(), "sk_lookup not loaded");
     let ns = topo.netns(&topo.pod_ns);
-    let cookie = cap.add_pod_tc_fallback(ns.as_fd(), &pod(PodFlags::NONE)).expect("add_pod_tc_fallback");
+    let cookie = cap.add_pod(ns.as_fd(), &pod(PodFlags::NONE)).expect("add_pod");
     assert!(topo.pin_dir.join(format!("netns/{cookie}/tc_eth0")).exists(), "tc link pinned");
     assert_eq!(support::netns_links(topo.pod_netns_ino()), 0, "no sk_lookup link with the fallback");
     let tc_id = support::pinned_prog_id(&topo.pin_dir.join("progs/mesh_tc_ingress"));

@@ -218,7 +218,7 @@ impl Authority {
     }
 
     /// Issues the leaf for `csr`, valid from one minute before `now` until `now + ttl`.
-    /// Returns the chain as PEM, leaf first, root last.
+    /// Returns the chain as PEM, leaf first, then the signing CA and any intermediates, root last.
     pub fn issue_at(
         &self,
         csr: &CheckedCsr,
@@ -243,7 +243,10 @@ impl Authority {
         serial[0] &= 0x7f;
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
         let leaf = params.signed_by(&csr.params.public_key, &self.root.issuer)?;
-        Ok(vec![leaf.pem(), self.root.cert_pem.clone()])
+        let mut chain = Vec::with_capacity(1 + self.root.chain_pem.len());
+        chain.push(leaf.pem());
+        chain.extend(self.root.chain_pem.iter().cloned());
+        Ok(chain)
     }
 
     /// Issues the leaf valid from now (see [`Authority::issue_at`]).

@@ -33,6 +33,79 @@ pub struct CaConfig {
     /// Extra DNS names for the CA's serving certificate, besides `mesh-ca`, `localhost` and
     /// the listen IP.
     pub server_names: Vec<String>,
+    /// Kubernetes mode: ServiceAccount tokens verified by TokenReview, placement from the API
+    /// server, root in a Secret. Absent: file mode only.
+    pub kubernetes: Option<KubeSettings>,
+}
+
+/// Kubernetes mode settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct KubeSettings {
+    /// Kubeconfig file to reach the API server; absent: in-cluster config (or `KUBECONFIG`).
+    pub kubeconfig: Option<PathBuf>,
+    /// Audiences a caller's token must be bound to (any of them); default `[istio-ca]`.
+    pub audiences: Vec<String>,
+    /// Namespace of mesh-ca, holding the root and plug-in CA Secrets; default `mesh-system`.
+    pub namespace: String,
+    /// Secret the generated root key and certificate are kept in; default `mesh-ca-root`.
+    pub root_secret: String,
+    /// Secret of a plug-in (intermediate) CA in Istio's `cacerts` layout (`ca-cert.pem`,
+    /// `ca-key.pem`, `root-cert.pem`, `cert-chain.pem`); preferred when present. Default `cacerts`.
+    pub plugin_secret: String,
+    /// ConfigMap (in `namespace`) mesh-ca publishes its root certificate (public) in, key
+    /// `root-cert.pem`, as Istio's `istio-ca-root-cert`; default `mesh-ca-root-cert`.
+    pub root_config_map: String,
+    /// ServiceAccounts (`namespace/name`) of ztunnels: they may obtain identities of pods on
+    /// their own node. Default `[mesh-system/ztunnel]`.
+    pub ztunnel_service_accounts: Vec<String>,
+}
+
+impl Default for KubeSettings {
+    fn default() -> Self {
+        KubeSettings {
+            kubeconfig: None,
+            audiences: vec!["istio-ca".into()],
+            namespace: "mesh-system".into(),
+            root_secret: "mesh-ca-root".into(),
+            plugin_secret: "cacerts".into(),
+            root_config_map: "mesh-ca-root-cert".into(),
+            ztunnel_service_accounts: vec!["mesh-system/ztunnel".into()],
+        }
+    }
+}
+
+impl KubeSettings {
+    /// The ztunnel ServiceAccounts as `(namespace, name)`.
+    pub fn ztunnels(&self) -> Vec<(String, String)> {
+        self.ztunnel_service_accounts
+            .iter()
+            .filter_map(|s| s.split_once('/'))
+            .map(|(n, a)| (n.to_string(), a.to_string()))
+            .collect()
+    }
+
+    fn problems(&self, out: &mut Vec<String>) {
+        if self.audiences.is_empty() || self.audiences.iter().any(|a| a.is_empty()) {
+            out.push("kubernetes.audiences: give at least one non-empty audience".into());
+        }
+        for (field, v) in [
+            ("namespace", &self.namespace),
+            ("rootSecret", &self.root_secret),
+            ("pluginSecret", &self.plugin_secret),
+            ("rootConfigMap", &self.root_config_map),
+        ] {
+            if v.is_empty() {
+                out.push(format!("kubernetes.{field}: must not be empty"));
+            }
+        }
+        for (i, s) in self.ztunnel_service_accounts.iter().enumerate() {
+            if !matches!(s.split_once('/'), Some((n, a)) if !n.is_empty() && !a.is_empty() && !a.contains('/'))
+            {
+                out.push(format!("kubernetes.ztunnelServiceAccounts[{i}]: {s:?} is not `namespace/name`"));
+            }
+        }
+    }
 }
 
 impl Default for CaConfig {
@@ -46,6 +119,7 @@ impl Default for CaConfig {
             root_cert: None,
             root_key: None,
             server_names: Vec::new(),
+            kubernetes: None,
         }
     }
 }
@@ -110,6 +184,9 @@ impl CaConfig {
         if self.root_cert.is_some() != self.root_key.is_some() {
             problems.push("rootCert/rootKey: give both or neither".into());
         }
+        if let Some(k) = &self.kubernetes {
+            k.problems(&mut problems);
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -125,7 +202,11 @@ impl CaConfig {
             }
         };
         self.model.iter_mut().for_each(fix);
-        for p in [&mut self.node_tokens_file, &mut self.root_cert, &mut self.root_key].into_iter().flatten() {
+        let kubeconfig = self.kubernetes.as_mut().and_then(|k| k.kubeconfig.as_mut());
+        for p in [self.node_tokens_file.as_mut(), self.root_cert.as_mut(), self.root_key.as_mut(), kubeconfig]
+            .into_iter()
+            .flatten()
+        {
             fix(p);
         }
     }
@@ -153,5 +234,23 @@ mod tests {
         assert!(e.starts_with("f.yaml: maxTtl:"), "{e}");
         let e = CaConfig::parse("bogus: 1\n", "f.yaml").unwrap_err().to_string();
         assert!(e.contains("unknown field `bogus`"), "{e}");
+    }
+
+    #[test]
+    fn kubernetes_section() {
+        let c = CaConfig::parse("kubernetes: {}\n", "t").unwrap();
+        let k = c.kubernetes.unwrap();
+        assert_eq!(k, KubeSettings::default());
+        assert_eq!(k.ztunnels(), vec![("mesh-system".to_string(), "ztunnel".to_string())]);
+        let text =
+            "kubernetes:\n  audiences: []\n  ztunnelServiceAccounts: [ztunnel, a/b/c]\n  rootSecret: ''\n";
+        let e = CaConfig::parse(text, "f.yaml").unwrap_err().to_string();
+        assert!(e.contains("kubernetes.audiences"), "{e}");
+        assert!(e.contains("ztunnelServiceAccounts[0]: \"ztunnel\""), "{e}");
+        assert!(e.contains("ztunnelServiceAccounts[1]"), "{e}");
+        assert!(e.contains("kubernetes.rootSecret"), "{e}");
+        let mut c = CaConfig::parse("kubernetes:\n  kubeconfig: kc\n", "t").unwrap();
+        c.resolve_paths(Path::new("/etc/mesh"));
+        assert_eq!(c.kubernetes.unwrap().kubeconfig.unwrap(), Path::new("/etc/mesh/kc"));
     }
 }

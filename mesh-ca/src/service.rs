@@ -1,6 +1,7 @@
 //! The gRPC service `istio.v1.auth.IstioCertificateService/CreateCertificate`: authenticate
-//! the caller (node token or node certificate), check the CSR, authorize the identity against
-//! the placement, issue. Every refusal is logged with caller, node, identity and reason.
+//! the caller (node token, node certificate, or in Kubernetes mode a ServiceAccount token),
+//! check the CSR, authorize the identity (placement, or the Kubernetes rules), issue. Every
+//! refusal is logged with caller, node, identity and reason; tokens never are.
 
 use std::sync::Arc;
 
@@ -13,6 +14,8 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::auth::NodeTokens;
 use crate::authority::{Authority, check_csr};
+use crate::kubernetes::KubeAuth;
+use crate::kubernetes::rules::{KubeCaller, Role};
 use crate::placement::Placement;
 
 /// Everything a call needs, shared by all calls.
@@ -23,19 +26,31 @@ pub struct CaState {
     /// Bearer tokens of nodes; `None` disables token bootstrap.
     pub tokens: Option<NodeTokens>,
     pub placement: Arc<dyn Placement>,
+    /// Kubernetes mode: ServiceAccount tokens by TokenReview. `None`: file mode only.
+    pub kube: Option<KubeAuth>,
 }
 
 /// How a caller proved it is node `node`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
-    Token { node: String },
-    NodeCert { node: String },
+    Token {
+        node: String,
+    },
+    NodeCert {
+        node: String,
+    },
+    /// A ServiceAccount token, reviewed by the API server.
+    Kube {
+        caller: KubeCaller,
+        role: Role,
+    },
 }
 
 impl Caller {
-    fn node(&self) -> &str {
+    fn node(&self) -> Option<&str> {
         match self {
-            Caller::Token { node } | Caller::NodeCert { node } => node,
+            Caller::Token { node } | Caller::NodeCert { node } => Some(node),
+            Caller::Kube { caller, .. } => caller.node.as_deref(),
         }
     }
 }
@@ -45,6 +60,8 @@ impl std::fmt::Display for Caller {
         match self {
             Caller::Token { node } => write!(f, "node {node} (token)"),
             Caller::NodeCert { node } => write!(f, "node {node} (certificate)"),
+            Caller::Kube { caller, role: Role::Ztunnel } => write!(f, "ztunnel {caller}"),
+            Caller::Kube { caller, role: Role::Workload } => write!(f, "{caller}"),
         }
     }
 }
@@ -60,28 +77,42 @@ impl CaService {
         CaService { state }
     }
 
-    fn authenticate<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        if let Some(value) = req.metadata().get("authorization") {
-            let text =
-                value.to_str().map_err(|_| Status::unauthenticated("authorization header is not text"))?;
-            let token = text
-                .strip_prefix("Bearer ")
-                .or_else(|| text.strip_prefix("bearer "))
-                .ok_or_else(|| Status::unauthenticated("authorization header is not `Bearer <token>`"))?
-                .trim();
-            let Some(tokens) = &self.state.tokens else {
-                return Err(Status::unauthenticated(
-                    "token authentication is not configured (nodeTokensFile)",
-                ));
-            };
-            return match tokens.node_for(token) {
-                Ok(Some(node)) => Ok(Caller::Token { node }),
-                Ok(None) => Err(Status::unauthenticated("bearer token matches no node")),
+    /// The bearer token of the call, if it has an `authorization` header.
+    fn bearer<T>(req: &Request<T>) -> Result<Option<String>, Status> {
+        let Some(value) = req.metadata().get("authorization") else { return Ok(None) };
+        let text = value.to_str().map_err(|_| Status::unauthenticated("authorization header is not text"))?;
+        let token = text
+            .strip_prefix("Bearer ")
+            .or_else(|| text.strip_prefix("bearer "))
+            .ok_or_else(|| Status::unauthenticated("authorization header is not `Bearer <token>`"))?
+            .trim();
+        Ok(Some(token.to_string()))
+    }
+
+    /// A node token from the tokens file first (local, constant time), then a ServiceAccount
+    /// token by TokenReview.
+    async fn authenticate_token(&self, token: &str) -> Result<Caller, Status> {
+        if let Some(tokens) = &self.state.tokens {
+            match tokens.node_for(token) {
+                Ok(Some(node)) => return Ok(Caller::Token { node }),
+                Ok(None) if self.state.kube.is_some() => {}
+                Ok(None) => return Err(Status::unauthenticated("bearer token matches no node")),
                 Err(e) => {
                     tracing::error!(error = %e, "node tokens file unusable");
-                    Err(Status::unavailable("node tokens cannot be read"))
+                    return Err(Status::unavailable("node tokens cannot be read"));
                 }
-            };
+            }
+        }
+        let Some(kube) = &self.state.kube else {
+            return Err(Status::unauthenticated("token authentication is not configured (nodeTokensFile)"));
+        };
+        let (caller, role) = kube.authenticate(token).await.map_err(|e| e.status())?;
+        Ok(Caller::Kube { caller, role })
+    }
+
+    async fn authenticate<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        if let Some(token) = Self::bearer(req)? {
+            return self.authenticate_token(&token).await;
         }
         let certs = req.peer_certs().filter(|c| !c.is_empty()).ok_or_else(|| {
             Status::unauthenticated("no credentials: neither a bearer token nor a client certificate")
@@ -121,7 +152,7 @@ impl CaService {
         }
     }
 
-    fn authorize(&self, caller: &Caller, requested: &Identity) -> Result<(), Status> {
+    async fn authorize(&self, caller: &Caller, requested: &Identity) -> Result<(), Status> {
         if requested.trust_domain() != self.state.trust_domain {
             return Err(Status::permission_denied(format!(
                 "{requested} is not in trust domain {}",
@@ -129,10 +160,16 @@ impl CaService {
             )));
         }
         match (caller, requested) {
-            (_, Identity::Node(n)) if n.node() == caller.node() => Ok(()),
+            (Caller::Kube { caller, role }, _) => {
+                let Some(kube) = &self.state.kube else {
+                    return Err(Status::internal("Kubernetes caller without Kubernetes mode"));
+                };
+                kube.authorize(caller, *role, requested).await.map_err(|e| e.status())
+            }
+            (_, Identity::Node(n)) if Some(n.node()) == caller.node() => Ok(()),
             (_, Identity::Node(n)) => Err(Status::permission_denied(format!(
                 "node {} may not obtain the identity of node {}",
-                caller.node(),
+                caller.node().unwrap_or("-"),
                 n.node()
             ))),
             (Caller::Token { node }, Identity::Workload(_)) => Err(Status::permission_denied(format!(
@@ -146,9 +183,12 @@ impl CaService {
         }
     }
 
-    fn handle(&self, req: Request<IstioCertificateRequest>) -> Result<Issued, Refused> {
-        let caller =
-            self.authenticate(&req).map_err(|status| Refused { caller: None, requested: None, status })?;
+    async fn handle(&self, req: Request<IstioCertificateRequest>) -> Result<Issued, Refused> {
+        let caller = self.authenticate(&req).await.map_err(|status| Refused {
+            caller: None,
+            requested: None,
+            status,
+        })?;
         let body = req.into_inner();
         let fail = |requested: Option<String>, status: Status| Refused {
             caller: Some(caller.clone()),
@@ -184,7 +224,7 @@ impl CaService {
             ));
         }
         let name = Some(requested.to_string());
-        self.authorize(&caller, &requested).map_err(|s| fail(name.clone(), s))?;
+        self.authorize(&caller, &requested).await.map_err(|s| fail(name.clone(), s))?;
         let ttl = self.state.authority.effective_ttl(body.validity_duration).ok_or_else(|| {
             fail(
                 name.clone(),
@@ -221,15 +261,15 @@ impl IstioCertificateService for CaService {
     ) -> Result<Response<IstioCertificateResponse>, Status> {
         let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
         let ttl_asked = request.get_ref().validity_duration;
-        match self.handle(request) {
+        match self.handle(request).await {
             Ok(Issued { caller, identity, response }) => {
-                tracing::info!(peer, caller = %caller, node = caller.node(), identity = %identity, ttl_asked, "certificate issued");
+                tracing::info!(peer, caller = %caller, node = caller.node().unwrap_or("-"), identity = %identity, ttl_asked, "certificate issued");
                 Ok(Response::new(response))
             }
             Err(Refused { caller, requested, status }) => {
                 let caller_text =
                     caller.as_ref().map(|c| c.to_string()).unwrap_or_else(|| "unauthenticated".into());
-                let node = caller.as_ref().map(|c| c.node().to_string()).unwrap_or_default();
+                let node = caller.as_ref().and_then(|c| c.node()).unwrap_or("-").to_string();
                 let code = status.code();
                 let level_warn = matches!(code, Code::PermissionDenied | Code::Unauthenticated);
                 if level_warn {

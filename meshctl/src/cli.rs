@@ -39,6 +39,13 @@ pub enum Command {
     /// The lab's echo app (run by `lab up` inside each pod; also usable on its own).
     #[command(hide = true)]
     Echo(crate::echo::EchoArgs),
+    /// Install the mesh into a Kubernetes cluster (server-side apply), or print the
+    /// manifests with --dry-run.
+    Install(Box<crate::install::cli::InstallArgs>),
+    /// Remove everything `install` and `waypoint apply` created, eBPF pins included.
+    Uninstall(crate::install::cli::UninstallArgs),
+    /// Create or delete a namespace's waypoint.
+    Waypoint(crate::install::cli::WaypointArgs),
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +85,9 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Command::Lab(args) => crate::lab::run(args, &mut out, &mut err),
         Command::Echo(args) => crate::echo::run(args, &mut err),
+        Command::Install(args) => crate::install::cli::run_install(*args, &mut out, &mut err),
+        Command::Uninstall(args) => crate::install::cli::run_uninstall(args, &mut err),
+        Command::Waypoint(args) => crate::install::cli::run_waypoint(args, &mut err),
     };
     ExitCode::from(code)
 }

@@ -6,6 +6,8 @@ pub mod analyze;
 pub mod cert;
 pub mod cli;
 pub mod echo;
+pub mod install;
 pub mod lab;
+pub mod waypoint_cmd;
 
 pub use cli::{Cli, run};

@@ -59,6 +59,7 @@ fn route(ctx: &Ctx, which: Server, req: &Request<Incoming>) -> Resp {
                 "identity": ctx.identity.to_string(),
                 "generation": compiled.generation,
                 "routeTables": compiled.routes.len(),
+                "tracing": ctx.tracer.dump(&compiled.tracing),
                 "model": ctx.model.load().dump(),
             });
             Response::builder()

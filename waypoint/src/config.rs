@@ -49,6 +49,8 @@ pub struct Config {
     pub token_file: PathBuf,
     /// Files or folders of mesh YAML, watched and hot-reloaded (paths).
     pub model: Vec<PathBuf>,
+    /// Where the model comes from: the `model` files or the Kubernetes API server.
+    pub source: mesh_kube::SourceConfig,
     /// HBONE listener (socket address; default 0.0.0.0:15008).
     pub hbone_addr: SocketAddr,
     /// Admin server (socket address; default 127.0.0.1:15000; loopback only unless forced).
@@ -76,6 +78,80 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Initial log filter (EnvFilter directives).
     pub log_level: String,
+    /// Trace context propagation and span export (see [`TracingConfig`]).
+    pub tracing: TracingConfig,
+}
+
+/// Tracing: W3C `traceparent` and B3 propagated, one span per request exported over OTLP/HTTP
+/// when `otlpEndpoint` is set. A Telemetry object targeting the waypoint, its namespace or the
+/// root namespace overrides the sampling percentage and the on/off switches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct TracingConfig {
+    /// OTLP/HTTP traces URL (URL, `http://collector:4318/v1/traces`; default none: no export).
+    pub otlp_endpoint: Option<String>,
+    /// Requests sampled when the caller did not decide (percent, 0–100; Istio's default 1).
+    pub sampling_percent: f64,
+    /// Also send B3 `x-b3-*` headers upstream when the request came without B3 (bool).
+    pub emit_b3: bool,
+    /// Spans waiting for export; more are dropped and counted (spans).
+    pub max_queue: usize,
+    /// Spans per export request (spans).
+    pub max_batch: usize,
+    /// Longest wait before a partial batch is sent (duration).
+    #[serde(with = "mesh_api::duration::config")]
+    pub flush_interval: Duration,
+    /// Time limit of one export request (duration).
+    #[serde(with = "mesh_api::duration::config")]
+    pub export_timeout: Duration,
+    /// Retries of an export answered 429/502/503/504 or failing to connect (count).
+    pub max_retries: u32,
+    /// `service.name` of the spans (text; default `<gateway>.<namespace>`).
+    pub service_name: Option<String>,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: None,
+            sampling_percent: 1.0,
+            emit_b3: false,
+            max_queue: 2048,
+            max_batch: 512,
+            flush_interval: Duration::from_secs(5),
+            export_timeout: Duration::from_secs(10),
+            max_retries: 3,
+            service_name: None,
+        }
+    }
+}
+
+impl TracingConfig {
+    /// Every problem of the tracing fields, named as in the YAML.
+    pub fn problems(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        if let Some(url) = &self.otlp_endpoint
+            && let Err(reason) = crate::trace::parse_endpoint(url)
+        {
+            errs.push(format!("tracing.otlpEndpoint: {url:?}: {reason}"));
+        }
+        if !(0.0..=100.0).contains(&self.sampling_percent) {
+            errs.push(format!("tracing.samplingPercent: {} is not within 0-100", self.sampling_percent));
+        }
+        let mut positive = |ok: bool, what: &str| {
+            if !ok {
+                errs.push(format!("tracing.{what}: must be greater than 0"));
+            }
+        };
+        positive(self.max_queue > 0, "maxQueue");
+        positive(self.max_batch > 0, "maxBatch");
+        positive(!self.flush_interval.is_zero(), "flushInterval");
+        positive(!self.export_timeout.is_zero(), "exportTimeout");
+        if self.service_name.as_deref() == Some("") {
+            errs.push("tracing.serviceName: empty (leave it out for the default)".to_string());
+        }
+        errs
+    }
 }
 
 impl Default for Config {
@@ -94,6 +170,7 @@ impl Default for Config {
             ca_server_name: "mesh-ca".to_string(),
             token_file: PathBuf::new(),
             model: Vec::new(),
+            source: mesh_kube::SourceConfig::default(),
             hbone_addr: SocketAddr::new(any, 15008),
             admin_addr: SocketAddr::new(lo, 15000),
             admin_allow_remote: false,
@@ -105,6 +182,7 @@ impl Default for Config {
             max_buffered_body: 1 << 20,
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -125,6 +203,7 @@ impl Config {
             fix(&mut c.ca_root);
             fix(&mut c.token_file);
             c.model.iter_mut().for_each(fix);
+            c.source.resolve_paths(base);
         }
         Ok(c)
     }
@@ -156,7 +235,7 @@ impl Config {
         need(!self.ca_address.is_empty(), "caAddress");
         need(!self.ca_root.as_os_str().is_empty(), "caRoot");
         need(!self.token_file.as_os_str().is_empty(), "tokenFile");
-        need(!self.model.is_empty(), "model");
+        need(!self.model.is_empty() || self.source.kind == mesh_kube::SourceKind::Kube, "model");
         if !self.admin_addr.ip().is_loopback() && !self.admin_allow_remote {
             errs.push(format!(
                 "adminAddr: {} is not a loopback address (set adminAllowRemote to force)",
@@ -171,6 +250,7 @@ impl Config {
                 "plaintextHttpAddr: {addr} is not a loopback address (set plaintextHttpAllowRemote to force)"
             ));
         }
+        errs.extend(self.tracing.problems());
         if errs.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(errs)) }
     }
 }
@@ -234,5 +314,56 @@ mod tests {
         assert!(c.plaintext_http_allow_remote);
         let e = Config::parse("plaintextHttpAddr: 8080\n", "w.yaml").unwrap_err().to_string();
         assert!(e.starts_with("w.yaml: plaintextHttpAddr:"), "{e}");
+    }
+
+    #[test]
+    fn tracing_defaults_and_yaml() {
+        let c = valid();
+        assert_eq!(c.tracing, TracingConfig::default());
+        assert_eq!(c.tracing.sampling_percent, 1.0);
+        let c = Config::parse(
+            "tracing:\n  otlpEndpoint: http://collector:4318/v1/traces\n  samplingPercent: 25\n  \
+             flushInterval: 200ms\n  exportTimeout: 2s\n  maxQueue: 10\n  maxBatch: 5\n  emitB3: true\n",
+            "w",
+        )
+        .unwrap();
+        assert_eq!(c.tracing.otlp_endpoint.as_deref(), Some("http://collector:4318/v1/traces"));
+        assert_eq!(c.tracing.sampling_percent, 25.0);
+        assert_eq!(c.tracing.flush_interval, Duration::from_millis(200));
+        assert_eq!((c.tracing.max_queue, c.tracing.max_batch, c.tracing.emit_b3), (10, 5, true));
+        let e = Config::parse("tracing: {samplingRate: 3}\n", "w.yaml").unwrap_err().to_string();
+        assert!(e.starts_with("w.yaml: tracing.samplingRate:"), "{e}");
+    }
+
+    #[test]
+    fn tracing_problems_are_all_reported() {
+        let mut c = valid();
+        c.tracing = TracingConfig {
+            otlp_endpoint: Some("https://collector:4318/v1/traces".into()),
+            sampling_percent: 150.0,
+            max_queue: 0,
+            max_batch: 0,
+            flush_interval: Duration::ZERO,
+            export_timeout: Duration::ZERO,
+            service_name: Some(String::new()),
+            ..TracingConfig::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        for needle in [
+            "tracing.otlpEndpoint: \"https://collector:4318/v1/traces\": only http:// is supported",
+            "tracing.samplingPercent: 150 is not within 0-100",
+            "tracing.maxQueue: must be greater than 0",
+            "tracing.maxBatch: must be greater than 0",
+            "tracing.flushInterval: must be greater than 0",
+            "tracing.exportTimeout: must be greater than 0",
+            "tracing.serviceName: empty",
+        ] {
+            assert!(e.contains(needle), "{needle} missing in {e}");
+        }
+        c.tracing.sampling_percent = f64::NAN;
+        c.tracing.otlp_endpoint = Some("collector:4318".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tracing.samplingPercent: NaN"), "{e}");
+        assert!(e.contains("tracing.otlpEndpoint: \"collector:4318\""), "{e}");
     }
 }

@@ -31,6 +31,10 @@ pub struct Compiled {
     pub generation: u64,
     pub routes: RouteTables,
     pub security: SecurityTable,
+    /// The Telemetry objects' tracing overrides for this waypoint.
+    pub tracing: crate::trace::TelemetryTracing,
+    /// Local rate limits (EnvoyFilter); buckets carried over from the previous generation.
+    pub ratelimit: crate::ratelimit::RateLimits,
 }
 
 /// Everything a request needs.
@@ -51,6 +55,7 @@ pub struct Ctx {
     pub upstreams: Upstreams,
     pub metrics: Arc<Metrics>,
     pub http_metrics: HttpMetrics,
+    pub tracer: Arc<crate::trace::Tracer>,
     pub registry: Arc<Registry>,
     pub cluster: Arc<str>,
     pub log: Option<LogHandle>,
@@ -80,7 +85,7 @@ impl Ctx {
         if c.generation == model.generation() {
             return c;
         }
-        let fresh = Arc::new(compile(&model, &self.clusters, &self.jwks, &self.waypoint));
+        let fresh = Arc::new(compile(&model, &self.clusters, &self.jwks, &self.waypoint, Some(&c)));
         self.compiled.store(fresh.clone());
         fresh
     }
@@ -92,6 +97,7 @@ pub fn compile(
     clusters: &Clusters,
     jwks: &JwksCache,
     waypoint: &mesh_model::WaypointRef,
+    previous: Option<&Compiled>,
 ) -> Compiled {
     let (routes, mut diags) = crate::route::compile(model);
     diags.extend(clusters.update(model));
@@ -99,7 +105,11 @@ pub fn compile(
     for d in &diags {
         tracing::warn!(generation = model.generation(), "{d}");
     }
-    Compiled { generation: model.generation(), routes, security }
+    let (trace, warnings) = crate::trace::TelemetryTracing::compile(model, waypoint);
+    warnings.iter().for_each(|w| tracing::warn!(generation = model.generation(), "{w}"));
+    let ratelimit =
+        crate::ratelimit::RateLimits::build(model, waypoint, &routes, previous.map(|p| &p.ratelimit));
+    Compiled { generation: model.generation(), routes, security, tracing: trace, ratelimit }
 }
 
 /// Client certificates for the pool: always the waypoint's own.
@@ -162,6 +172,8 @@ pub enum StartError {
     },
     #[error("waypoint pod {namespace}/{pod} is not in the model: cannot tell its identity")]
     UnknownPod { namespace: String, pod: String },
+    #[error("model source: {0}")]
+    Source(#[from] mesh_kube::StartError),
     #[error("certificate for {identity}: {source}")]
     Certificate {
         identity: String,
@@ -215,7 +227,12 @@ pub async fn start(config: Config, log: Option<LogHandle>) -> Result<Waypoint, S
         cluster_id: config.cluster_id.as_str().into(),
         ..MeshConfig::default()
     };
-    let store = mesh_model::watched_store(mesh, &config.model);
+    let (store, synced) = mesh_kube::start_store(mesh, &config.source, &config.model).await?;
+    // Listeners (readiness included) are bound below: they wait for the first full sync.
+    if !synced.is_ready() {
+        tracing::info!("waiting for the model's first full sync from the API server");
+        synced.wait().await;
+    }
     let model = store.handle();
     let identity = {
         let m = model.load();
@@ -251,13 +268,15 @@ pub async fn start(config: Config, log: Option<LogHandle>) -> Result<Waypoint, S
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let http_metrics = HttpMetrics::new(&mut registry);
+    let own_pod = model.load().workload(&config.namespace, &config.pod).cloned();
+    let tracer = Arc::new(crate::trace::Tracer::new(&config, own_pod.as_deref(), &mut registry));
     let clusters = Clusters::for_namespace(&config.namespace);
     let jwks = JwksCache::new(JwksCacheConfig::default());
     let waypoint = mesh_model::WaypointRef {
         namespace: config.namespace.as_str().into(),
         name: config.gateway.as_str().into(),
     };
-    let compiled = compile(&model.load(), &clusters, &jwks, &waypoint);
+    let compiled = compile(&model.load(), &clusters, &jwks, &waypoint, None);
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let hbone = bind("hbone", config.hbone_addr).await?;
@@ -286,6 +305,7 @@ pub async fn start(config: Config, log: Option<LogHandle>) -> Result<Waypoint, S
         pool,
         metrics,
         http_metrics,
+        tracer,
         registry: Arc::new(registry),
         log,
         stop: stop_rx,

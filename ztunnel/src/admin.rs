@@ -82,6 +82,7 @@ pub fn config_dump(ctx: &Ctx) -> serde_json::Value {
         "model": model.dump(),
         "certificates": certs,
         "pool": pool_json(ctx),
+        "capture": ctx.capture.as_ref().map(|c| serde_json::json!({ "inbound": c.inbound() })),
     })
 }
 
@@ -107,6 +108,12 @@ fn with_capture_counters(ctx: &Ctx, mut body: String) -> String {
     for (reason, n) in c.counters() {
         extra.push_str(&format!("ztunnel_capture_events_total{{reason=\"{reason}\"}} {n}\n"));
     }
+    extra.push_str(&format!(
+        "# HELP ztunnel_capture_inbound Inbound steering in use (sk_lookup, or tc when the kernel \
+         refused sk_lookup).\n# TYPE ztunnel_capture_inbound gauge\n\
+         ztunnel_capture_inbound{{mechanism=\"{}\"}} 1\n",
+        c.inbound()
+    ));
     match body.rfind("# EOF") {
         Some(at) => body.insert_str(at, &extra),
         None => body.push_str(&extra),

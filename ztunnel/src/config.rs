@@ -41,8 +41,10 @@ pub struct Config {
     pub ca_server_name: String,
     /// File holding this node's bootstrap token for the CA (path).
     pub token_file: PathBuf,
-    /// Files or folders of mesh YAML, watched and hot-reloaded (paths).
+    /// Files or folders of mesh YAML, watched and hot-reloaded (paths; with `source.kind: files`).
     pub model: Vec<PathBuf>,
+    /// Where the model comes from: the `model` files or the Kubernetes API server.
+    pub source: mesh_kube::SourceConfig,
     /// Outbound listener for captured traffic (socket address; default 127.0.0.1:15001).
     pub outbound_addr: SocketAddr,
     /// SOCKS5 outbound listener (socket address; default 127.0.0.1:15080).
@@ -86,7 +88,8 @@ pub struct CaptureConfig {
     /// `ebpf`: listeners inside each pod's netns, eBPF redirection (enum).
     pub mode: CaptureMode,
     /// Where a pod's network namespace is (path template with `{namespace}`, `{name}`, `{uid}`;
-    /// or `proc:` to find it from the pod UID in `/proc/*/cgroup`, for Kubernetes).
+    /// `proc:` to find it from the pod UID in `/proc/*/cgroup`; or `kube:[<cgroup v2 root>]` to
+    /// find it from the pod's cgroup under the systemd or cgroupfs layout, for Kubernetes).
     pub netns_path: String,
     /// cgroup v2 folder that is the parent of every captured pod's cgroup (path).
     pub pods_cgroup: PathBuf,
@@ -94,6 +97,9 @@ pub struct CaptureConfig {
     pub bpf_pin_dir: PathBuf,
     /// SO_MARK set on this proxy's sockets, skipped by the capture programs (integer).
     pub mark: u32,
+    /// procfs whose `sys/net` per-pod sysctls are written through (path; the host's writable
+    /// `/host/proc` in a container, where `/proc/sys` is read-only).
+    pub proc_path: PathBuf,
 }
 
 /// Capture modes.
@@ -115,6 +121,7 @@ impl Default for CaptureConfig {
             pods_cgroup: PathBuf::new(),
             bpf_pin_dir: PathBuf::from("/sys/fs/bpf/ztunnel"),
             mark: 1337,
+            proc_path: PathBuf::from("/proc"),
         }
     }
 }
@@ -132,6 +139,7 @@ impl Default for Config {
             ca_server_name: "mesh-ca".to_string(),
             token_file: PathBuf::new(),
             model: Vec::new(),
+            source: mesh_kube::SourceConfig::default(),
             outbound_addr: SocketAddr::new(lo, 15001),
             socks5_addr: SocketAddr::new(lo, 15080),
             hbone_port: 15008,
@@ -188,6 +196,7 @@ impl Config {
         fix(&mut self.capture.pods_cgroup);
         fix(&mut self.capture.bpf_pin_dir);
         self.model.iter_mut().for_each(fix);
+        self.source.resolve_paths(base);
     }
 
     /// Checks what must be set; every problem at once.
@@ -205,7 +214,7 @@ impl Config {
         if self.token_file.as_os_str().is_empty() {
             errs.push("tokenFile: required (--token-file)".to_string());
         }
-        if self.model.is_empty() {
+        if self.model.is_empty() && self.source.kind == mesh_kube::SourceKind::Files {
             errs.push("model: at least one path required (--model)".to_string());
         }
         if !self.admin_addr.ip().is_loopback() && !self.admin_allow_remote {
@@ -222,8 +231,10 @@ impl Config {
                 errs.push("capture.bpfPinDir: required in ebpf mode".to_string());
             }
             let p = &self.capture.netns_path;
-            if p != "proc:" && !p.contains("{name}") && !p.contains("{uid}") {
-                errs.push("capture.netnsPath: must contain {name} or {uid}, or be `proc:`".to_string());
+            if p != "proc:" && !p.starts_with("kube:") && !p.contains("{name}") && !p.contains("{uid}") {
+                errs.push(
+                    "capture.netnsPath: must contain {name} or {uid}, or be `proc:` or `kube:`".to_string(),
+                );
             }
             if self.capture.mark == 0 {
                 errs.push("capture.mark: must not be 0".to_string());
@@ -301,6 +312,26 @@ mod tests {
         for needle in ["node:", "caAddress:", "caRoot:", "tokenFile:", "model:", "adminAddr:"] {
             assert!(e.contains(needle), "{needle} missing in {e}");
         }
+    }
+
+    #[test]
+    fn kube_source_needs_no_model_paths() {
+        let c = Config::parse(
+            "node: n\ncaAddress: https://ca\ncaRoot: r\ntokenFile: t\nsource: {kind: kube, batchWindow: 50ms}\n",
+            "z.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.source.kind, mesh_kube::SourceKind::Kube);
+        assert_eq!(c.source.batch_window, Duration::from_millis(50));
+        c.validate().unwrap();
+        // Pod discovery from cgroups.
+        let mut c = c;
+        c.capture.mode = CaptureMode::Ebpf;
+        c.capture.pods_cgroup = "/sys/fs/cgroup/kubepods.slice".into();
+        c.capture.netns_path = "kube:".into();
+        c.validate().unwrap();
+        c.capture.netns_path = "bogus".into();
+        assert!(c.validate().unwrap_err().to_string().contains("capture.netnsPath"));
     }
 
     #[test]

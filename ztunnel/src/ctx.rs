@@ -262,6 +262,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Capture(#[from] CaptureError),
+    #[error("model source: {0}")]
+    Source(#[from] mesh_kube::StartError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Listen {
         what: &'static str,
@@ -315,7 +317,12 @@ pub async fn start(config: Config, log: Option<LogHandle>) -> Result<Ztunnel, St
         cluster_id: config.cluster_id.as_str().into(),
         ..MeshConfig::default()
     };
-    let store = mesh_model::watched_store(mesh, &config.model);
+    let (store, synced) = mesh_kube::start_store(mesh, &config.source, &config.model).await?;
+    // The readiness listener is bound below: readiness waits for the model's first full sync.
+    if !synced.is_ready() {
+        tracing::info!("waiting for the model's first full sync from the API server");
+        synced.wait().await;
+    }
 
     let mut ca = CaClientConfig::new(config.ca_address.clone(), root_pem);
     ca.server_name = config.ca_server_name.clone();

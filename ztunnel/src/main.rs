@@ -110,8 +110,31 @@ impl Args {
     }
 }
 
+/// `ztunnel cleanup`: removes the capture's pins (detaching every program), so captured
+/// pods' traffic goes direct; run on each node by `meshctl uninstall`.
+#[derive(Debug, Parser)]
+#[command(name = "ztunnel cleanup")]
+struct CleanupArgs {
+    /// bpffs folder of the pins (capture.bpfPinDir).
+    #[arg(long, default_value = "/sys/fs/bpf/ztunnel")]
+    bpf_pin_dir: PathBuf,
+    /// Then wait for SIGTERM (a DaemonSet's long-running container).
+    #[arg(long)]
+    stay: bool,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("cleanup") {
+        let args = CleanupArgs::parse_from(std::env::args().skip(1));
+        let dir = &args.bpf_pin_dir;
+        mesh_ebpf::Capture::remove_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        println!("ztunnel cleanup: {} removed", dir.display());
+        if args.stay {
+            ztunnel::drain::shutdown_signal().await?;
+        }
+        return Ok(());
+    }
     let config = Args::parse().into_config()?;
     let log = mesh_telemetry::init_logging(config.log_format, &config.log_level)?;
     let z = ztunnel::start(config, Some(log)).await.context("starting ztunnel")?;

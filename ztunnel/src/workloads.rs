@@ -48,8 +48,11 @@ pub async fn run(ctx: Arc<Ctx>) {
     // Keyed by the pod's first address (a dual-stack pod is one netns, one set of listeners).
     let mut pods: HashMap<IpAddr, PodListeners> = HashMap::new();
     let mut first = true;
+    // Pods that could not be started (e.g. their sandbox is not there yet) are retried with
+    // backoff, not only on the next model change.
+    let mut retry = std::time::Duration::from_millis(500);
     loop {
-        reconcile(&ctx, &mut pods).await;
+        let failed = reconcile(&ctx, &mut pods).await;
         if first && let Some(c) = &ctx.capture {
             // Pods a previous ztunnel registered that are gone now.
             c.forget_others(&c.cookies());
@@ -57,7 +60,11 @@ pub async fn run(ctx: Arc<Ctx>) {
         }
         tokio::select! {
             _ = handle.changed() => {}
+            _ = tokio::time::sleep(retry), if failed => retry = (retry * 2).min(std::time::Duration::from_secs(10)),
             _ = ctx.drain.stopping() => break,
+        }
+        if !failed {
+            retry = std::time::Duration::from_millis(500);
         }
     }
     // Listeners watch the drain themselves; dropping the senders stops them now. The pods
@@ -77,7 +84,8 @@ fn desired(ctx: &Ctx) -> HashMap<IpAddr, Arc<Workload>> {
         .collect()
 }
 
-async fn reconcile(ctx: &Arc<Ctx>, pods: &mut HashMap<IpAddr, PodListeners>) {
+/// Returns whether some local pod could not be started.
+async fn reconcile(ctx: &Arc<Ctx>, pods: &mut HashMap<IpAddr, PodListeners>) -> bool {
     let want = desired(ctx);
     pods.retain(|ip, p| {
         // A pod whose addresses changed is restarted with its new ones.
@@ -109,6 +117,7 @@ async fn reconcile(ctx: &Arc<Ctx>, pods: &mut HashMap<IpAddr, PodListeners>) {
         }
     });
     futures::future::join_all(fetches).await;
+    let mut failed = false;
     for w in new {
         let started = match &ctx.capture {
             Some(c) => start_captured(ctx, c, &w).await,
@@ -120,10 +129,12 @@ async fn reconcile(ctx: &Arc<Ctx>, pods: &mut HashMap<IpAddr, PodListeners>) {
                 pods.insert(w.ips[0], l);
             }
             Err(e) => {
+                failed = true;
                 tracing::error!(pod = %format!("{}/{}", w.namespace, w.name), error = %e, "cannot start pod listeners")
             }
         }
     }
+    failed
 }
 
 /// The HBONE server for local pods: presents the certificate of the pod the connection

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::diag::ObjectRef;
 use crate::gateway::{GrpcRouteSpec, HttpRouteSpec, KubeGatewaySpec};
 use crate::istio::networking::{
-    DestinationRuleSpec, GatewaySpec, ServiceEntrySpec, SidecarSpec, VirtualServiceSpec,
+    DestinationRuleSpec, EnvoyFilterSpec, GatewaySpec, ServiceEntrySpec, SidecarSpec, VirtualServiceSpec,
 };
 use crate::istio::security::{AuthorizationPolicySpec, PeerAuthenticationSpec, RequestAuthenticationSpec};
 use crate::istio::telemetry::TelemetrySpec;
@@ -66,10 +66,12 @@ pub enum Kind {
     GrpcRoute,
     /// gateway.networking.k8s.io Gateway.
     KubeGateway,
+    /// networking.istio.io EnvoyFilter (v1alpha3 only; local rate limiting takes effect).
+    EnvoyFilter,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 18] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::Service,
@@ -87,6 +89,7 @@ impl Kind {
         Kind::HttpRoute,
         Kind::GrpcRoute,
         Kind::KubeGateway,
+        Kind::EnvoyFilter,
     ];
 
     /// The Kubernetes `kind` string (both gateways are `Gateway`).
@@ -108,6 +111,7 @@ impl Kind {
             Kind::Telemetry => "Telemetry",
             Kind::HttpRoute => "HTTPRoute",
             Kind::GrpcRoute => "GRPCRoute",
+            Kind::EnvoyFilter => "EnvoyFilter",
         }
     }
 
@@ -120,7 +124,8 @@ impl Kind {
             | Kind::DestinationRule
             | Kind::ServiceEntry
             | Kind::Gateway
-            | Kind::Sidecar => "networking.istio.io",
+            | Kind::Sidecar
+            | Kind::EnvoyFilter => "networking.istio.io",
             Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => {
                 "security.istio.io"
             }
@@ -131,6 +136,9 @@ impl Kind {
 
     /// API versions accepted for this kind.
     pub fn versions(self) -> &'static [&'static str] {
+        if self == Kind::EnvoyFilter {
+            return &["v1alpha3"];
+        }
         match self.group() {
             "" | "discovery.k8s.io" => &["v1"],
             "networking.istio.io" => &["v1", "v1beta1", "v1alpha3"],
@@ -205,6 +213,7 @@ pub enum Object {
     HttpRoute(Arc<Resource<HttpRouteSpec>>),
     GrpcRoute(Arc<Resource<GrpcRouteSpec>>),
     KubeGateway(Arc<Resource<KubeGatewaySpec>>),
+    EnvoyFilter(Arc<Resource<EnvoyFilterSpec>>),
 }
 
 static EMPTY_LABELS: BTreeMap<String, String> = BTreeMap::new();
@@ -229,6 +238,7 @@ impl Object {
             Object::HttpRoute(_) => Kind::HttpRoute,
             Object::GrpcRoute(_) => Kind::GrpcRoute,
             Object::KubeGateway(_) => Kind::KubeGateway,
+            Object::EnvoyFilter(_) => Kind::EnvoyFilter,
         }
     }
 
@@ -252,6 +262,7 @@ impl Object {
             Object::HttpRoute(o) => &o.metadata,
             Object::GrpcRoute(o) => &o.metadata,
             Object::KubeGateway(o) => &o.metadata,
+            Object::EnvoyFilter(o) => &o.metadata,
         }
     }
 
@@ -304,6 +315,7 @@ impl Serialize for Object {
             Object::HttpRoute(o) => o.serialize(s),
             Object::GrpcRoute(o) => o.serialize(s),
             Object::KubeGateway(o) => o.serialize(s),
+            Object::EnvoyFilter(o) => o.serialize(s),
         }
     }
 }

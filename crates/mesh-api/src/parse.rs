@@ -177,7 +177,7 @@ fn yaml_to_json(v: serde_yaml::Value) -> Result<Value, String> {
 /// Kinds of Istio groups we know of but do not read: ignored, while other unknown kinds in
 /// those groups are probably typos and refused.
 const OTHER_ISTIO_KINDS: &[&str] =
-    &["WorkloadEntry", "WorkloadGroup", "EnvoyFilter", "ProxyConfig", "WasmPlugin", "IstioOperator"];
+    &["WorkloadEntry", "WorkloadGroup", "ProxyConfig", "WasmPlugin", "IstioOperator"];
 
 /// Parses and validates one document. Never panics, whatever the input.
 pub fn parse_object(value: Value) -> Parsed {
@@ -362,5 +362,6 @@ fn deserialize(kind: Kind, v: Value) -> Result<Object, (String, String)> {
         Kind::HttpRoute => Object::HttpRoute(de_resource(v)?),
         Kind::GrpcRoute => Object::GrpcRoute(de_resource(v)?),
         Kind::KubeGateway => Object::KubeGateway(de_resource(v)?),
+        Kind::EnvoyFilter => Object::EnvoyFilter(de_resource(v)?),
     })
 }

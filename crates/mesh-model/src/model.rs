@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use mesh_api::gateway::{GrpcRouteSpec, HttpRouteSpec, KubeGatewaySpec};
-use mesh_api::istio::networking::{DestinationRuleSpec, GatewaySpec, SidecarSpec, VirtualServiceSpec};
+use mesh_api::istio::networking::{
+    DestinationRuleSpec, EnvoyFilterSpec, GatewaySpec, SidecarSpec, VirtualServiceSpec,
+};
 use mesh_api::{Object, Origin, Resource, SpiffeId};
 
 use crate::config::MeshConfig;
@@ -45,6 +47,8 @@ pub struct Model {
     pub(crate) gateways: Box<[Sourced<GatewaySpec>]>,
     pub(crate) kube_gateways: Box<[Sourced<KubeGatewaySpec>]>,
     pub(crate) sidecars: Box<[Sourced<SidecarSpec>]>,
+    /// Sorted by (namespace, name).
+    pub(crate) envoy_filters: Box<[Sourced<EnvoyFilterSpec>]>,
     pub(crate) objects: Box<[(Object, Origin)]>,
 }
 
@@ -299,6 +303,13 @@ impl Model {
         &self.sidecars
     }
 
+    /// EnvoyFilters of one namespace, by name (the root namespace's apply mesh-wide).
+    pub fn envoy_filters_in_namespace(&self, namespace: &str) -> &[Sourced<EnvoyFilterSpec>] {
+        let start = self.envoy_filters.partition_point(|(e, _)| e.namespace() < namespace);
+        let end = start + self.envoy_filters[start..].partition_point(|(e, _)| e.namespace() == namespace);
+        &self.envoy_filters[start..end]
+    }
+
     /// The Service that fronts a waypoint (Istio gives a waypoint Gateway a Service of the
     /// same name, whose VIP is where captured traffic is sent).
     pub fn waypoint_service(&self, waypoint: &WaypointRef) -> Option<&Arc<Service>> {
@@ -355,6 +366,7 @@ fn object_json(o: &Object) -> serde_json::Value {
         Object::HttpRoute(x) => serde_json::to_value(&**x),
         Object::GrpcRoute(x) => serde_json::to_value(&**x),
         Object::KubeGateway(x) => serde_json::to_value(&**x),
+        Object::EnvoyFilter(x) => serde_json::to_value(&**x),
     };
     v.unwrap_or_else(|e| serde_json::Value::String(format!("not serializable: {e}")))
 }

@@ -201,6 +201,7 @@ pub fn translate(objects: &[(Object, Origin)], config: &MeshConfig) -> (Model, V
     let (mut http, mut grpc) = (Vec::new(), Vec::new());
     let mut routes_by_parent: HashMap<ParentKey, (Vec<u32>, Vec<u32>)> = HashMap::new();
     let (mut gateways, mut kube_gateways, mut sidecars) = (Vec::new(), Vec::new(), Vec::new());
+    let mut envoy_filters = Vec::new();
     let resolve = |m: &Model, h: &str, ns: &str| {
         canonical_host(h, ns, config, |h, ns| m.resolve_host(h, ns).map(|s| s.hostname.clone()))
     };
@@ -239,6 +240,7 @@ pub fn translate(objects: &[(Object, Origin)], config: &MeshConfig) -> (Model, V
             Object::Gateway(r) => gateways.push((r.clone(), origin.clone())),
             Object::KubeGateway(r) => kube_gateways.push((r.clone(), origin.clone())),
             Object::Sidecar(r) => sidecars.push((r.clone(), origin.clone())),
+            Object::EnvoyFilter(r) => envoy_filters.push((r.clone(), origin.clone())),
             _ => {}
         }
     }
@@ -260,6 +262,8 @@ pub fn translate(objects: &[(Object, Origin)], config: &MeshConfig) -> (Model, V
     model.gateways = gateways.into();
     model.kube_gateways = kube_gateways.into();
     model.sidecars = sidecars.into();
+    envoy_filters.sort_by(|(a, _), (b, _)| (a.namespace(), a.name()).cmp(&(b.namespace(), b.name())));
+    model.envoy_filters = envoy_filters.into();
     model.objects = objects.into();
     model.namespaces = t.namespaces;
     (model, t.diags)

@@ -286,3 +286,23 @@ fn dump_is_json_with_origins() {
     assert_eq!(vs["spec"]["spec"]["hosts"][0], "reviews");
     assert_eq!(dump["policies"].as_array().unwrap().len(), 5);
 }
+
+#[test]
+fn envoy_filters_by_namespace() {
+    let yaml = "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: z, namespace: demo}\n\
+                ---\napiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: a, namespace: demo}\n\
+                ---\napiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: m, namespace: istio-system}\n";
+    let objects: Vec<(mesh_api::Object, mesh_api::Origin)> = mesh_api::split_documents(yaml)
+        .into_iter()
+        .map(|d| match mesh_api::parse_object(d.unwrap().value) {
+            mesh_api::Parsed::Object { object, .. } => (object, mesh_api::Origin::Unknown),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let (model, diags) = translate(&objects, &MeshConfig::default());
+    assert!(diags.is_empty(), "{diags:?}");
+    let names = |ns| model.envoy_filters_in_namespace(ns).iter().map(|(e, _)| e.name()).collect::<Vec<_>>();
+    assert_eq!(names("demo"), ["a", "z"]);
+    assert_eq!(names("istio-system"), ["m"]);
+    assert!(names("other").is_empty());
+}

@@ -143,6 +143,7 @@ impl Topo {
             pods_cgroup: self.pods_cg.clone(),
             proxy_cgroup: self.proxy_cg.clone(),
             proxy_mark: MARK,
+            force_tc_fallback: false,
         }
     }
 

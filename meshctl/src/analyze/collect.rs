@@ -81,6 +81,12 @@ pub(super) fn facts(model: &Model) -> Facts {
                 match_labels(&mut f, subject, &ns, p.spec.selector.as_ref());
                 target_refs(&mut f, subject, &ns, p.spec.target_ref.as_ref(), &p.spec.target_refs);
             }
+            Object::EnvoyFilter(ef) => {
+                if let Some(sel) = &ef.spec.workload_selector {
+                    selector(&mut f, subject, &ns, "spec.workloadSelector.labels", &sel.labels);
+                }
+                target_refs(&mut f, subject, &ns, None, &ef.spec.target_refs);
+            }
             // Gateways select gateway deployments (often installed outside these files), and
             // EndpointSlices and ServiceAccounts reference nothing checked.
             Object::Gateway(_) | Object::EndpointSlice(_) | Object::ServiceAccount(_) => {}

@@ -3,6 +3,7 @@
 //! rely on is in DESIGN.md ("The lab's echo app"); [`route`] holds the pure request → reply
 //! logic, [`server`] the sockets.
 
+mod hooks;
 pub mod route;
 mod server;
 
@@ -105,6 +106,7 @@ async fn serve(args: EchoArgs, err: &mut dyn Write) -> Result<(), EchoError> {
         }
     }
     let id = Arc::new(Identity { pod: args.pod, namespace: args.namespace });
+    let fail_counts = Arc::new(hooks::FailCounts::default());
     let log = Arc::new(server::Log::stdout().map_err(EchoError::Stdout)?);
     for l in listeners {
         let addr = l.local_addr().map_err(|source| EchoError::Bind {
@@ -112,7 +114,7 @@ async fn serve(args: EchoArgs, err: &mut dyn Write) -> Result<(), EchoError> {
             step: "getsockname",
             source,
         })?;
-        tokio::spawn(server::accept_loop(l, id.clone(), log.clone()));
+        tokio::spawn(server::accept_loop(l, id.clone(), log.clone(), fail_counts.clone()));
         let _ = writeln!(err, "echo listening on {addr}");
     }
     let _ = err.flush();

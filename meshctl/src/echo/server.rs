@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use super::hooks::{self, FailCounts};
 use super::route::{self, Identity, RawStats, RequestHead, Sniff};
 
 /// Most bytes looked at before deciding; the HTTP/2 preface is the longest thing needed.
@@ -49,12 +50,24 @@ impl Log {
 }
 
 /// Accepts connections on `listener` forever, one task per connection.
-pub async fn accept_loop(listener: TcpListener, id: Arc<Identity>, log: Arc<Log>) {
+/// `fail_counts` is shared by all listeners of the app (`x-fail-first` counts per pod).
+pub async fn accept_loop(
+    listener: TcpListener,
+    id: Arc<Identity>,
+    log: Arc<Log>,
+    fail_counts: Arc<FailCounts>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let Ok(local) = stream.local_addr() else { continue };
-                let ctx = ConnCtx { id: id.clone(), log: log.clone(), peer, local };
+                let ctx = ConnCtx {
+                    id: id.clone(),
+                    log: log.clone(),
+                    fail_counts: fail_counts.clone(),
+                    peer,
+                    local,
+                };
                 tokio::spawn(async move {
                     // A connection's own failure (reset, bad request) only ends that connection.
                     let _ = serve_connection(stream, ctx).await;
@@ -115,6 +128,7 @@ async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx) -> io::Result<()>
 struct ConnCtx {
     id: Arc<Identity>,
     log: Arc<Log>,
+    fail_counts: Arc<FailCounts>,
     peer: SocketAddr,
     local: SocketAddr,
 }
@@ -125,6 +139,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<Fu
     let (parts, mut body) = req.into_parts();
     let head = RequestHead::from_parts(&parts, ctx.peer, ctx.local);
     let mut reply = route::route(&head, &ctx.id);
+    hooks::apply(&mut reply, &head, &ctx.id.pod, &ctx.fail_counts);
     // Logged now, before the body and any delay: tests read "reached" from this line.
     ctx.log.line(&route::http_log_line(&reply, SystemTime::now()));
 
@@ -150,7 +165,9 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<Fu
     };
     let mut resp = Response::new(Full::new(payload));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    if !reply.headers.iter().any(|(k, _)| k == header::CONTENT_TYPE) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    }
     for (name, value) in reply.headers {
         resp.headers_mut().append(name, value);
     }

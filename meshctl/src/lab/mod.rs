@@ -117,6 +117,11 @@ pub struct FileArgs {
     /// File or folder of objects.
     #[arg(short = 'f', long = "filename", required = true, value_name = "PATH")]
     pub files: Vec<PathBuf>,
+    /// Apply even when the lab's whole input then has cross-object errors (a route to an
+    /// undefined subset, ...): they are printed as warnings and the proxies handle them as they
+    /// would in a cluster. Invalid documents are still refused.
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -220,8 +225,8 @@ pub fn run(args: LabArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         LabCommand::Down => ("down", down::down(out)),
         LabCommand::Status => ("status", ops::status(out)),
         LabCommand::Logs(a) => ("logs", ops::logs(&a, out)),
-        LabCommand::Apply(a) => ("apply", ops::apply(&a.files, false, out, err)),
-        LabCommand::Delete(a) => ("delete", ops::apply(&a.files, true, out, err)),
+        LabCommand::Apply(a) => ("apply", ops::apply(&a.files, false, a.force, out, err)),
+        LabCommand::Delete(a) => ("delete", ops::apply(&a.files, true, a.force, out, err)),
         LabCommand::Restart(a) => ("restart", ops::restart_ztunnel(&a.node, out)),
         LabCommand::Exec(_) => unreachable!("handled above"),
     };

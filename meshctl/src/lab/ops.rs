@@ -160,6 +160,7 @@ fn follow(path: &std::path::Path, from: u64, out: &mut dyn Write) -> Result<u64,
 pub fn apply(
     files: &[PathBuf],
     delete: bool,
+    force: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), LabError> {
@@ -170,14 +171,19 @@ pub fn apply(
         return Err(LabError::NotUp { state: state::path(&dir) });
     }
     if !delete {
-        let analysis = crate::analyze::analyze_paths(files).map_err(|e| match e {
-            crate::analyze::AnalyzeError::Unreadable { path, source } => LabError::Read { path, source },
-        })?;
-        for d in analysis.diagnostics.iter().filter(|d| d.is_error()) {
+        // Per-object problems of the new files, named by their files; cross-object checks run
+        // below over the lab's whole input with these files merged in (the files alone may
+        // reference Services already in the lab).
+        for f in files {
+            std::fs::metadata(f).map_err(|source| LabError::Read { path: f.clone(), source })?;
+        }
+        let loaded = mesh_model::load_paths(files);
+        let errors: Vec<&mesh_api::Diagnostic> = loaded.diagnostics.iter().filter(|d| d.is_error()).collect();
+        for d in &errors {
             let _ = writeln!(err, "{d}");
         }
-        if analysis.has_errors() {
-            return Err(LabError::Invalid { errors: analysis.count(mesh_api::Severity::Error) });
+        if !errors.is_empty() {
+            return Err(LabError::Invalid { errors: errors.len() });
         }
     }
     let layout = Layout { dir: dir.clone() };
@@ -206,11 +212,12 @@ pub fn apply(
     }
     let m = model::build(&docs, &st.pods)?;
     let problems = model::analyze(&m, &layout.model());
-    if problems.iter().any(|d| d.is_error()) {
-        for d in problems.iter().filter(|d| d.is_error()) {
-            let _ = writeln!(err, "{d}");
-        }
-        return Err(LabError::Invalid { errors: problems.iter().filter(|d| d.is_error()).count() });
+    let errors = problems.iter().filter(|d| d.is_error()).count();
+    for d in problems.iter().filter(|d| d.is_error()) {
+        let _ = writeln!(err, "{}{d}", if force { "warning (--force): " } else { "" });
+    }
+    if errors > 0 && !force {
+        return Err(LabError::Invalid { errors });
     }
     if let Some(n) = m.nodes.iter().find(|n| !st.nodes.iter().any(|x| &x.name == *n)) {
         return Err(LabError::Workload {

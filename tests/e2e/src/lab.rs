@@ -158,27 +158,13 @@ impl Lab {
     /// `GET path` on `127.0.0.1:port` inside `node`'s netns (ztunnel's admin 15000, metrics
     /// 15020): the body, from a thread that enters the netns.
     pub fn node_get(&self, node: &str, port: u16, path: &str) -> anyhow::Result<String> {
-        let netns = format!("/var/run/netns/mlab-n-{node}");
-        let path = path.to_string();
-        std::thread::spawn(move || -> anyhow::Result<String> {
-            use std::io::{Read, Write};
-            let f = File::open(&netns).with_context(|| format!("open {netns}"))?;
-            // SAFETY: this thread only makes this request; setns changes only it.
-            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns {netns}: {}", std::io::Error::last_os_error());
-            }
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-            write!(s, "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")?;
-            let mut text = String::new();
-            s.read_to_string(&mut text)?;
-            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-            if !head.starts_with("HTTP/1.1 200") {
-                bail!("GET {path} in {netns}: {}", head.lines().next().unwrap_or(""));
-            }
-            Ok(body.to_string())
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("request thread panicked"))?
+        netns_get(&format!("mlab-n-{node}"), port, path)
+    }
+
+    /// `GET path` on `127.0.0.1:port` inside pod `ns/name`'s netns (a waypoint's admin or
+    /// metrics; the pod must not be captured, as the request does not join its cgroup).
+    pub fn pod_get(&self, ns: &str, name: &str, port: u16, path: &str) -> anyhow::Result<String> {
+        netns_get(&format!("mlab-p-{ns}.{name}"), port, path)
     }
 
     /// `lab apply -f FILE`.
@@ -223,4 +209,31 @@ pub fn cgroup2_mount() -> PathBuf {
             if is_cg2 { Some(PathBuf::from(pre.split_whitespace().nth(4)?)) } else { None }
         })
         .expect("cgroup v2 is not mounted")
+}
+
+/// `GET path` (HTTP/1.0, so the body is not chunked) on `127.0.0.1:port` inside the named
+/// netns, from a thread that enters it.
+fn netns_get(name: &str, port: u16, path: &str) -> anyhow::Result<String> {
+    let netns = format!("/var/run/netns/{name}");
+    let path = path.to_string();
+    std::thread::spawn(move || -> anyhow::Result<String> {
+        use std::io::{Read, Write};
+        let f = File::open(&netns).with_context(|| format!("open {netns}"))?;
+        // SAFETY: this thread only makes this request; setns changes only it.
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns {netns}: {}", std::io::Error::last_os_error());
+        }
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        write!(s, "GET {path} HTTP/1.0\r\nhost: localhost\r\n\r\n")?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split_whitespace().nth(1).unwrap_or("");
+        if status != "200" {
+            bail!("GET {path} in {netns}: {}", head.lines().next().unwrap_or(""));
+        }
+        Ok(body.to_string())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("request thread panicked"))?
 }

@@ -3,6 +3,7 @@
 //! [`sniff`] captures packets on a lab link with an `AF_PACKET` socket, and [`load`] holds
 //! the load generators of the capture benchmark.
 
+pub mod conformance;
 pub mod lab;
 pub mod load;
 pub mod probe;

@@ -11,6 +11,9 @@ pub fn run(args: Vec<String>) -> Value {
     if let Some(mode) = args.first().filter(|a| ["throughput", "latency", "connrate"].contains(&a.as_str())) {
         return load(mode, &args[1..]);
     }
+    if args.first().is_some_and(|a| a == "conformance") {
+        return conformance(&args[1..]);
+    }
     let mut addr = None;
     let mut send: Option<Vec<u8>> = None;
     let mut http = false;
@@ -132,5 +135,35 @@ fn load(mode: &str, args: &[String]) -> Value {
             v
         }
         Err(e) => failure(mode, &e, json!({"target": addr.to_string()})),
+    }
+}
+
+/// `conformance SUITE_FILE CASE_INDEX ADDR SCOPE`: sends the case's requests to ADDR (the
+/// Service VIP and port) from this pod, each with `x-fail-scope: SCOPE`; prints the answers
+/// (`[{"status","headers","body"}]`) or `{"error": ...}`.
+fn conformance(args: &[String]) -> Value {
+    let [file, index, addr, scope] = args else {
+        return json!({"error": "usage: mesh-probe conformance SUITE_FILE CASE_INDEX ADDR SCOPE"});
+    };
+    let suite = crate::conformance::load_suite(std::path::Path::new(file));
+    let Some(case) = index.parse::<usize>().ok().and_then(|i| suite.cases.get(i)) else {
+        return json!({"error": format!("{file}: no case {index}")});
+    };
+    let Ok(addr) = addr.parse::<std::net::SocketAddr>() else {
+        return json!({"error": format!("bad address {addr:?}")});
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return json!({"error": format!("runtime: {e}")}),
+    };
+    let extra = [("x-fail-scope", scope.as_str())];
+    let sent =
+        rt.block_on(crate::conformance::send_case(case, &extra, || tokio::net::TcpStream::connect(addr)));
+    match sent {
+        Ok(answers) => {
+            let wire: Vec<crate::conformance::WireAnswer> = answers.iter().map(Into::into).collect();
+            serde_json::to_value(wire).unwrap_or_else(|e| json!({"error": e.to_string()}))
+        }
+        Err(e) => json!({"error": e}),
     }
 }

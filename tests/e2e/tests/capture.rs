@@ -190,6 +190,8 @@ fn metrics_report_connections_and_capture(lab: &Lab) {
         let v = value(line("ztunnel_capture_events_total", &[&format!("reason=\"{reason}\"")]));
         assert!(v >= 1.0, "capture counter {reason} is {v}:\n{m}");
     }
+    let inbound = line("ztunnel_capture_inbound", &["mechanism=\"sk_lookup\""]);
+    assert_eq!(value(inbound), 1.0, "inbound steering on this kernel is sk_lookup:\n{m}");
 }
 
 fn ip_rules(netns: &str) -> String {

@@ -1,6 +1,7 @@
 //! The L7 request path, in order: request id and tracing headers, JWT authentication (401),
 //! authorization on the normalised path (403 `RBAC: access denied`), route selection (404
-//! `NR` when the Service has routes and none matches), then the route's action: redirect,
+//! `NR` when the Service has routes and none matches), local rate limits (429 `RL`, see
+//! [`crate::ratelimit`]), then the route's action: redirect,
 //! direct response, or forward — CORS, fault injection (`DI`/`FI`), weighted destination,
 //! rewrite and header operations, mirrors (fire-and-forget), and attempts with retries,
 //! per-try and overall timeouts, circuit breakers (`UO`), endpoint choice (`UH`), outlier
@@ -31,6 +32,7 @@ use crate::ctx::Ctx;
 use crate::proxy::inbound::PortProtocol;
 use crate::proxy::upstream::{Body, BoxError};
 use crate::route::{self, Action, AttemptOutcome, RequestInfo, RetryPolicy, WeightedDestination};
+use crate::trace::Traced;
 use crate::upstream::{Outcome, PickContext};
 
 /// One tunnel's context: who is calling which Service port.
@@ -49,6 +51,8 @@ pub struct Conn {
     /// The original client per the peer's `forwarded: for`.
     pub remote_ip: Option<IpAddr>,
     pub protocol: PortProtocol,
+    /// This connection's buckets for per-connection local rate limits.
+    pub ratelimit: crate::ratelimit::ConnBuckets,
 }
 
 /// hyper's service for one tunnel.
@@ -70,7 +74,12 @@ impl hyper::service::Service<Request<Incoming>> for HttpService {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let conn = self.conn.clone();
-        Box::pin(async move { Ok(handle(conn, req).await) })
+        Box::pin(async move {
+            let mut rl = crate::ratelimit::RateLimitHeaders::default();
+            let mut resp = handle(conn, req, &mut rl).await;
+            rl.apply_response(resp.headers_mut());
+            Ok(resp)
+        })
     }
 }
 
@@ -184,7 +193,11 @@ fn strip_hop_by_hop(h: &mut http::HeaderMap) {
     }
 }
 
-async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+    rl: &mut crate::ratelimit::RateLimitHeaders,
+) -> Response<Body> {
     let ctx = conn.ctx.clone();
     let compiled = ctx.compiled();
     let (mut parts, body) = req.into_parts();
@@ -200,7 +213,8 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
         request_id: id,
         ..Default::default()
     };
-    let mut rec = RequestRecord::start(traffic_labels(&conn, protocol), info);
+    let rec = RequestRecord::start(traffic_labels(&conn, protocol), info);
+    let mut rec = crate::trace::start(&conn, &compiled.tracing, &parts.headers, rec);
 
     // The waypoint routes requests; it does not open tunnels for clients (a 2xx to CONNECT
     // would promise one), and `*` is a target only OPTIONS may have (RFC 9110 §9.3.6, 9113 §8.3.1).
@@ -257,6 +271,12 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
     };
     let route = m.route;
     rec.info.route = route.name.clone();
+    let limit = compiled.ratelimit.check(&conn, &route.origin, &parts.headers);
+    *rl = limit.headers;
+    if let Some(resp) = limit.limited {
+        rec.flag(ResponseFlag::RateLimited);
+        return finish_local(rec, resp.map(full), &ctx);
+    }
     let dests: &[WeightedDestination] = match &route.action {
         Action::Forward(d) => d.as_slice(),
         // Envoy applies the route's response header operations to local answers too.
@@ -310,6 +330,8 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
         parts.headers.insert(header::HOST, v);
     }
     add_forwarded(&mut parts.headers, &conn);
+    rl.apply_request(&mut parts.headers);
+    rec.inject(&mut parts.headers, dest, conn.port);
 
     // Bodies small enough (or absent) are buffered so retries and mirrors can resend them.
     let limit = ctx.config.max_buffered_body as u64;
@@ -581,7 +603,7 @@ fn spawn_mirror(conn: &Arc<Conn>, parts: &http::request::Parts, body: Bytes, des
 }
 
 /// A local reply's record is finished at once.
-fn finish_local(mut rec: RequestRecord, resp: Response<Body>, ctx: &Arc<Ctx>) -> Response<Body> {
+fn finish_local(mut rec: Traced, resp: Response<Body>, ctx: &Arc<Ctx>) -> Response<Body> {
     rec.labels.response_code = resp.status().as_u16();
     rec.response_bytes = resp.body().size_hint().exact().unwrap_or(0);
     rec.finish(&ctx.http_metrics);
@@ -592,7 +614,7 @@ fn finish_local(mut rec: RequestRecord, resp: Response<Body>, ctx: &Arc<Ctx>) ->
 /// dropped: client gone).
 struct Recorded {
     inner: Incoming,
-    rec: Option<RequestRecord>,
+    rec: Option<Traced>,
     ctx: Arc<Ctx>,
 }
 
@@ -648,7 +670,10 @@ impl hyper::body::Body for Recorded {
 impl Drop for Recorded {
     fn drop(&mut self) {
         if let Some(mut rec) = self.rec.take() {
-            rec.flag(ResponseFlag::DownstreamConnectionTermination);
+            // hyper stops polling a body that says it has ended: that is a complete response.
+            if !self.inner.is_end_stream() {
+                rec.flag(ResponseFlag::DownstreamConnectionTermination);
+            }
             rec.finish(&self.ctx.http_metrics);
         }
     }

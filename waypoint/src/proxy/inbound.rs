@@ -103,6 +103,7 @@ impl ConnectHandler for Handler {
             source,
             remote_ip: req.forwarded_for,
             protocol,
+            ratelimit: Default::default(),
         });
         drop(model);
         let tunnel = match responder.accept() {

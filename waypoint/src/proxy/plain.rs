@@ -164,6 +164,7 @@ impl PlainService {
             peer_identity: None,
             source: None,
             remote_ip: None,
+            ratelimit: Default::default(),
         });
         *last = Some(LastConn { generation, authority: authority.to_string(), conn: conn.clone() });
         Ok(conn)

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_ca::{CaConfig, CaOptions, RunningCa};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use ztunnel::Ztunnel;
@@ -30,78 +30,16 @@ pub fn ip(net: u8, sub: u8, host: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, net, sub, host))
 }
 
-/// A backend pod of the base model.
-#[derive(Debug, Clone)]
-pub struct BackendPod {
-    pub name: &'static str,
-    pub app: &'static str,
-    pub version: &'static str,
-    pub sub: u8,
-    pub host: u8,
-}
+pub use mesh_e2e::conformance::BACKENDS;
 
-/// Backends: Services `a` (pods a-v1, a-v2, a-v3), `b` (b-v1) and `mirror` (mirror-v1), all on
-/// port 80 → 8080, plus the client pod on node-a.
-pub const BACKENDS: [BackendPod; 5] = [
-    BackendPod { name: "a-v1", app: "a", version: "v1", sub: 2, host: 10 },
-    BackendPod { name: "a-v2", app: "a", version: "v2", sub: 2, host: 11 },
-    BackendPod { name: "a-v3", app: "a", version: "v3", sub: 2, host: 12 },
-    BackendPod { name: "b-v1", app: "b", version: "v1", sub: 2, host: 20 },
-    BackendPod { name: "mirror-v1", app: "mirror", version: "v1", sub: 2, host: 30 },
-];
-
-fn pod(name: &str, ns: &str, node: &str, sa: &str, labels: &str, ip: IpAddr, port: u16) -> String {
-    format!(
-        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{{labels}}}}}\n\
-         spec:\n  nodeName: {node}\n  serviceAccountName: {sa}\n  containers:\n  - name: app\n    image: echo\n    \
-         ports: [{{containerPort: {port}, name: http}}]\nstatus: {{phase: Running, podIP: {ip}}}\n"
-    )
-}
-
-/// The base model (see the module comment). Service VIPs: a 10.<net>.0.1, b 10.<net>.0.2,
-/// mirror 10.<net>.0.3.
+/// The base model on loopback (see `mesh_e2e::conformance::base`). Service VIPs: a
+/// 10.<net>.0.1, b 10.<net>.0.2, mirror 10.<net>.0.3.
 pub fn base_model(net: u8) -> String {
-    let mut y = String::from(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n  labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}\n\
-         ---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: waypoint, namespace: demo}\n\
-         spec:\n  gatewayClassName: istio-waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n\
-         ---\napiVersion: v1\nkind: Service\nmetadata: {name: waypoint, namespace: demo}\n\
-         spec:\n  selector: {gateway.networking.k8s.io/gateway-name: waypoint}\n  ports: [{name: mesh, port: 15008}]\n",
-    );
-    y += &pod(
-        "waypoint-0",
-        "demo",
-        "node-a",
-        "waypoint",
-        "gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none",
-        ip(net, 1, 250),
-        15008,
-    );
-    y += &pod("client", "demo", "node-a", "client", "app: client, version: v1", ip(net, 1, 10), 9999);
-    for b in BACKENDS {
-        let labels = format!("app: {}, version: {}", b.app, b.version);
-        y += &pod(b.name, "demo", "node-b", b.app, &labels, ip(net, b.sub, b.host), 8080);
-    }
-    for (i, app) in ["a", "b", "mirror"].iter().enumerate() {
-        y += &format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {app}, namespace: demo}}\n\
-             spec:\n  clusterIP: 10.{net}.0.{}\n  selector: {{app: {app}}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n",
-            i + 1
-        );
-    }
-    y
+    mesh_e2e::conformance::base_model(net, mesh_e2e::conformance::Placement::InProcess)
 }
 
 /// One request a backend saw.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub pod: String,
-    pub method: String,
-    pub path: String,
-    pub host: String,
-    pub headers: http::HeaderMap,
-    pub at: Instant,
-}
+pub use mesh_e2e::conformance::Seen;
 
 /// Every backend's requests, in arrival order.
 #[derive(Debug, Clone, Default)]
@@ -123,7 +61,7 @@ impl Backends {
 }
 
 /// Answers like the lab's echo app: JSON of the request (`pod`, `method`, `path`, `host`,
-/// `headers`); `/status/NNN` answers NNN; `?delay=<ms>` waits; request header
+/// `headers`); `/status/NNN` answers NNN; `?delay=<ms>` (or `<n>ms`, the echo app's form) waits; request header
 /// `x-fail-first: N` answers 503 to the first N requests of this pod for this path;
 /// `x-fail-pod: <pod>[,<pod>...]` makes those pods answer 500 (or `x-fail-status`);
 /// `x-slow-pod: <pod>:<ms>[,...]` delays those pods' answers; a gRPC request (`content-type:
@@ -139,11 +77,12 @@ async fn backend(pod: String, backends: Backends, req: Request<Incoming>) -> Res
         path: path.clone(),
         host: host.clone(),
         headers: parts.headers.clone(),
-        at: Instant::now(),
     });
     let query = parts.uri.query().unwrap_or("");
-    if let Some(ms) =
-        query.split('&').find_map(|kv| kv.strip_prefix("delay=")).and_then(|v| v.parse::<u64>().ok())
+    if let Some(ms) = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("delay="))
+        .and_then(|v| v.strip_suffix("ms").unwrap_or(v).parse::<u64>().ok())
     {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -258,17 +197,9 @@ impl Mesh {
 
     /// `istio_requests_total` summed per `response_flags` value (`-` for none).
     pub fn requests_by_flags(&self) -> HashMap<String, f64> {
-        let text = mesh_telemetry::encode(&self.waypoint.ctx.registry).unwrap_or_default();
-        let mut out = HashMap::new();
-        for l in text.lines().filter(|l| l.starts_with("istio_requests_total{")) {
-            let Some(flags) = l.split("response_flags=\"").nth(1).and_then(|r| r.split('"').next()) else {
-                continue;
-            };
-            if let Some(v) = l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
-                *out.entry(flags.to_string()).or_default() += v;
-            }
-        }
-        out
+        mesh_e2e::conformance::flags_from_metrics(
+            &mesh_telemetry::encode(&self.waypoint.ctx.registry).unwrap_or_default(),
+        )
     }
 
     pub fn client_ip(&self) -> IpAddr {
@@ -375,65 +306,4 @@ pub async fn socks_connect(from: IpAddr, socks: SocketAddr, dst: SocketAddr) -> 
     s.read_exact(&mut r).await.unwrap();
     assert_eq!(r[1], 0, "SOCKS5 CONNECT to {dst} refused: {}", r[1]);
     s
-}
-
-/// An HTTP/1.1 (or h2c) client connection from the client pod to `dst`, through the mesh.
-pub async fn client(mesh: &Mesh, dst: SocketAddr, h2: bool) -> Sender {
-    let s = socks_connect(mesh.client_ip(), mesh.a.socks5_addr, dst).await;
-    if h2 {
-        let (send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await.unwrap();
-        tokio::spawn(conn);
-        Sender::H2(send)
-    } else {
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
-        tokio::spawn(conn);
-        Sender::H1(send)
-    }
-}
-
-pub enum Sender {
-    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
-    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
-}
-
-/// A response as the client saw it.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub headers: http::HeaderMap,
-    pub body: String,
-}
-
-impl Answer {
-    /// The backend's JSON (when a backend answered).
-    pub fn json(&self) -> Option<Value> {
-        serde_json::from_str(&self.body).ok()
-    }
-
-    pub fn backend(&self) -> Option<String> {
-        self.headers.get("x-backend").and_then(|v| v.to_str().ok()).map(str::to_string)
-    }
-}
-
-impl Sender {
-    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Answer, hyper::Error> {
-        let resp = match self {
-            Sender::H1(s) => {
-                s.ready().await?;
-                s.send_request(req).await?
-            }
-            Sender::H2(s) => {
-                s.ready().await?;
-                s.send_request(req).await?
-            }
-        };
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await?.to_bytes();
-        Ok(Answer {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into(),
-        })
-    }
 }

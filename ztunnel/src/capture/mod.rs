@@ -9,8 +9,11 @@
 //! the lab's is `/var/run/netns/mlab-p-{namespace}.{name}`), or `proc:` — on Kubernetes —
 //! which scans `/proc/*/cgroup` for a process whose cgroup path carries the pod UID (the
 //! kubelet names pod cgroups `...pod<uid>...`, with `-` or `_`) and opens its
-//! `/proc/<pid>/ns/net`.
+//! `/proc/<pid>/ns/net`; or `kube:` (optionally `kube:<cgroup v2 root>`), which finds the
+//! pod's cgroup from its UID under the systemd or cgroupfs driver's layout and takes a process
+//! of it ([`discover`]), waiting briefly for a sandbox that is not there yet.
 
+pub mod discover;
 pub mod netns;
 
 use std::collections::HashMap;
@@ -63,6 +66,12 @@ pub enum CaptureError {
     },
     #[error("cannot start the netns thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("pod {pod}: finding its network namespace: {source}")]
+    Discover {
+        pod: String,
+        #[source]
+        source: discover::DiscoverError,
+    },
 }
 
 /// A captured pod's namespace as ztunnel holds it.
@@ -88,6 +97,8 @@ pub struct Capture {
     config: CaptureConfig,
     ebpf: mesh_ebpf::Capture,
     runner: NetnsRunner,
+    /// cgroup v2 root searched for pod cgroups (`netnsPath: kube:`).
+    kube_root: Option<PathBuf>,
     /// Local captured pods by address.
     pods: RwLock<HashMap<IpAddr, Arc<PodNetns>>>,
 }
@@ -105,10 +116,26 @@ impl Capture {
             pods_cgroup: config.pods_cgroup.clone(),
             proxy_cgroup,
             proxy_mark: config.mark,
+            force_tc_fallback: false,
         })
         .map_err(CaptureError::Load)?;
         let runner = NetnsRunner::start().map_err(CaptureError::Thread)?;
-        Ok(Capture { config: config.clone(), ebpf, runner, pods: RwLock::default() })
+        let kube_root = if config.netns_path.starts_with("kube:") {
+            Some(discover::root_from_spec(&config.netns_path).map_err(|source| CaptureError::Setup {
+                pod: "-".into(),
+                step: "finding the cgroup v2 root for pod discovery",
+                source,
+            })?)
+        } else {
+            None
+        };
+        Ok(Capture { config: config.clone(), ebpf, runner, kube_root, pods: RwLock::default() })
+    }
+
+    /// How pods' inbound is steered: `sk_lookup`, or `tc` when the kernel refused sk_lookup
+    /// (Linux < 5.17); in `/config_dump` and the `ztunnel_capture_inbound` metric.
+    pub fn inbound(&self) -> &'static str {
+        self.ebpf.inbound().name()
     }
 
     /// The mark on ztunnel's sockets.
@@ -140,7 +167,13 @@ impl Capture {
     /// the eBPF side (a restarted ztunnel re-registers the same pod).
     pub async fn add_pod(&self, w: &Workload) -> Result<PodListeners, CaptureError> {
         let pod = format!("{}/{}", w.namespace, w.name);
-        let path = self.netns_path(w);
+        let path = match &self.kube_root {
+            // A sandbox still starting is waited for briefly; the workload loop retries later.
+            Some(root) => discover::wait_for_netns(root, &w.uid, DISCOVER_FIRST_RETRY, DISCOVER_WAIT)
+                .await
+                .map_err(|source| CaptureError::Discover { pod: pod.clone(), source })?,
+            None => self.netns_path(w),
+        };
         let netns = netns::open_netns(&path).map_err(|source| CaptureError::Netns {
             pod: pod.clone(),
             path: path.clone(),
@@ -154,13 +187,14 @@ impl Capture {
         let v6 = w.ips.iter().any(|ip| ip.is_ipv6());
         let v4 = w.ips.iter().any(|ip| ip.is_ipv4());
         let delivery_mark = self.delivery_mark();
+        let proc_root = self.config.proc_path.clone();
         let (outbound, plaintext, hbone) = self
             .runner
             .run(&netns, move || {
-                netns::reserve_ports(&[OUTBOUND_PORT, PLAINTEXT_PORT, HBONE_PORT])?;
+                netns::reserve_ports(&proc_root, &[OUTBOUND_PORT, PLAINTEXT_PORT, HBONE_PORT])?;
                 // Accepted sockets inherit the SYN's mark, so the app's replies to a
                 // delivery socket bound to the client's address find their way back.
-                netns::sysctl("net/ipv4/tcp_fwmark_accept", "1")?;
+                netns::sysctl(&proc_root, "net/ipv4/tcp_fwmark_accept", "1")?;
                 let any = if v6 && !v4 {
                     IpAddr::V6(Ipv6Addr::UNSPECIFIED)
                 } else {
@@ -226,9 +260,10 @@ impl Capture {
         if let Err(e) = self.ebpf.remove_pod(p.cookie) {
             tracing::warn!(pod = %p.pod, error = %e, "cannot unregister pod from the capture programs");
         }
-        self.runner.run_detached(&p.netns, || {
-            let _ = netns::unreserve_ports(&[OUTBOUND_PORT, PLAINTEXT_PORT, HBONE_PORT]);
-            let _ = netns::sysctl("net/ipv4/tcp_fwmark_accept", "0");
+        let proc_root = self.config.proc_path.clone();
+        self.runner.run_detached(&p.netns, move || {
+            let _ = netns::unreserve_ports(&proc_root, &[OUTBOUND_PORT, PLAINTEXT_PORT, HBONE_PORT]);
+            let _ = netns::sysctl(&proc_root, "net/ipv4/tcp_fwmark_accept", "0");
         });
         let mark = self.delivery_mark();
         let pod = p.pod.clone();
@@ -311,6 +346,10 @@ impl Capture {
     }
 }
 
+/// First retry delay and overall wait of `kube:` discovery inside one `add_pod`.
+const DISCOVER_FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+const DISCOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `ztunnel.mesh/capture-fail-open: "true"` on the pod lets its traffic bypass the proxy
 /// while ztunnel is down instead of failing closed.
 fn fail_open(w: &Workload) -> bool {
@@ -333,14 +372,15 @@ fn ensure_delivery_route(netns: &NetnsFd, mark: u32) -> std::io::Result<()> {
     netns::ip_in(netns, &["route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table", DELIVERY_TABLE])
 }
 
-/// Undoes [`ensure_delivery_route`]: the `local` table back at priority 0.
+/// Undoes [`ensure_delivery_route`]: the `local` table back at priority 0. The mark's rule goes
+/// last, so a netns without it is fully released (what observers key on).
 fn remove_delivery_route(netns: &NetnsFd, mark: u32) -> std::io::Result<()> {
     let mark = mark.to_string();
-    while netns::ip_in(netns, &["rule", "del", "fwmark", &mark, "lookup", DELIVERY_TABLE]).is_ok() {}
-    let _ = netns::ip_in(netns, &["route", "flush", "table", DELIVERY_TABLE]);
     while netns::ip_in(netns, &["rule", "del", "priority", "0", "lookup", "local"]).is_ok() {}
     netns::ip_in(netns, &["rule", "add", "priority", "0", "lookup", "local"])?;
     while netns::ip_in(netns, &["rule", "del", "priority", "1", "lookup", "local"]).is_ok() {}
+    while netns::ip_in(netns, &["rule", "del", "fwmark", &mark, "lookup", DELIVERY_TABLE]).is_ok() {}
+    let _ = netns::ip_in(netns, &["route", "flush", "table", DELIVERY_TABLE]);
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::io;
 use std::mem::size_of;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 
@@ -178,11 +178,20 @@ pub fn client_socket(v6: bool, mark: u32, from: Option<IpAddr>) -> io::Result<to
     Ok(tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd)))
 }
 
+/// `<proc_root>/sys/<name>`: a sysctl file. `/proc/sys/net` shows the netns of the thread that
+/// opens it (whatever procfs mount it is reached through), so the netns thread writes pods'
+/// sysctls through the host's writable procfs too.
+pub fn sysctl_path(proc_root: &Path, name: &str) -> PathBuf {
+    proc_root.join("sys").join(name)
+}
+
+const RESERVED_PORTS: &str = "net/ipv4/ip_local_reserved_ports";
+
 /// Adds ports to `net.ipv4.ip_local_reserved_ports` of the current thread's netns, so no
 /// ephemeral port (ours or the app's) collides with the proxy's listeners.
-pub fn reserve_ports(ports: &[u16]) -> io::Result<()> {
-    let path = "/proc/sys/net/ipv4/ip_local_reserved_ports";
-    let now = std::fs::read_to_string(path)?;
+pub fn reserve_ports(proc_root: &Path, ports: &[u16]) -> io::Result<()> {
+    let path = sysctl_path(proc_root, RESERVED_PORTS);
+    let now = std::fs::read_to_string(&path)?;
     let mut list: Vec<String> =
         now.trim().split(',').filter(|s| !s.is_empty()).map(|s| s.trim().to_string()).collect();
     for p in ports {
@@ -190,25 +199,25 @@ pub fn reserve_ports(ports: &[u16]) -> io::Result<()> {
             list.push(p.to_string());
         }
     }
-    std::fs::write(path, list.join(","))
+    std::fs::write(&path, list.join(","))
 }
 
 /// Removes ports from `net.ipv4.ip_local_reserved_ports` of the current thread's netns.
-pub fn unreserve_ports(ports: &[u16]) -> io::Result<()> {
-    let path = "/proc/sys/net/ipv4/ip_local_reserved_ports";
-    let now = std::fs::read_to_string(path)?;
+pub fn unreserve_ports(proc_root: &Path, ports: &[u16]) -> io::Result<()> {
+    let path = sysctl_path(proc_root, RESERVED_PORTS);
+    let now = std::fs::read_to_string(&path)?;
     let keep: Vec<&str> = now
         .trim()
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty() && !ports.iter().any(|p| p.to_string() == *s))
         .collect();
-    std::fs::write(path, if keep.is_empty() { "\n".to_string() } else { keep.join(",") })
+    std::fs::write(&path, if keep.is_empty() { "\n".to_string() } else { keep.join(",") })
 }
 
 /// Writes a sysctl of the current thread's netns (`net/ipv4/tcp_fwmark_accept`).
-pub fn sysctl(name: &str, value: &str) -> io::Result<()> {
-    std::fs::write(Path::new("/proc/sys").join(name), value)
+pub fn sysctl(proc_root: &Path, name: &str, value: &str) -> io::Result<()> {
+    std::fs::write(sysctl_path(proc_root, name), value)
 }
 
 /// Runs `ip ARGS...` inside `netns` (policy routing has no procfs interface).
@@ -227,5 +236,38 @@ pub fn ip_in(netns: &NetnsFd, args: &[&str]) -> io::Result<()> {
     } else {
         let stderr = String::from_utf8_lossy(&out.stderr);
         Err(io::Error::other(format!("ip {}: {}", args.join(" "), stderr.trim())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysctl_path_is_built_from_the_proc_root() {
+        assert_eq!(
+            sysctl_path(Path::new("/host/proc"), "net/ipv4/tcp_fwmark_accept"),
+            PathBuf::from("/host/proc/sys/net/ipv4/tcp_fwmark_accept")
+        );
+        assert_eq!(
+            sysctl_path(Path::new("/proc"), RESERVED_PORTS),
+            PathBuf::from("/proc/sys/net/ipv4/ip_local_reserved_ports")
+        );
+    }
+
+    /// The writes go under the configured root, not `/proc` (a directory standing in for it).
+    #[test]
+    fn sysctl_writes_go_through_the_configured_root() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("sys/net/ipv4")).expect("mkdir");
+        let ports = root.path().join("sys").join(RESERVED_PORTS);
+        std::fs::write(&ports, "80,15001\n").expect("seed");
+        reserve_ports(root.path(), &[15001, 15006, 15008]).expect("reserve");
+        assert_eq!(std::fs::read_to_string(&ports).unwrap(), "80,15001,15006,15008");
+        unreserve_ports(root.path(), &[15001, 15006, 15008]).expect("unreserve");
+        assert_eq!(std::fs::read_to_string(&ports).unwrap(), "80");
+        sysctl(root.path(), "net/ipv4/tcp_fwmark_accept", "1").expect("sysctl");
+        let fwmark = root.path().join("sys/net/ipv4/tcp_fwmark_accept");
+        assert_eq!(std::fs::read_to_string(fwmark).unwrap(), "1");
     }
 }

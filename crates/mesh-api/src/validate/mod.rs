@@ -2,6 +2,7 @@
 //! itself. All problems are collected (never stop at the first), each with its field path.
 
 mod checks;
+mod envoy_filter;
 mod gateway;
 mod k8s;
 mod networking;
@@ -33,6 +34,7 @@ pub fn validate(object: &Object) -> Vec<Diagnostic> {
         Object::HttpRoute(o) => gateway::http_route(&mut cx, &o.spec),
         Object::GrpcRoute(o) => gateway::grpc_route(&mut cx, &o.spec),
         Object::KubeGateway(o) => gateway::kube_gateway(&mut cx, &o.spec),
+        Object::EnvoyFilter(o) => envoy_filter::envoy_filter(&mut cx, &o.spec),
     }
     cx.diags
 }
