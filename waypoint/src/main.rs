@@ -26,8 +26,20 @@ struct Args {
     node: Option<String>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // One worker (TOKIO_WORKER_THREADS=1, as in a one-CPU pod) runs on a current-thread
+    // runtime: the same single thread without the work-stealing scheduler's cross-thread
+    // bookkeeping on every wake-up.
+    let one_worker = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|v| v.trim() == "1");
+    let rt = if one_worker {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()?
+    };
+    rt.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut config = waypoint::config::Config::load(&args.config)?;
     config.pod = args.pod.unwrap_or(config.pod);

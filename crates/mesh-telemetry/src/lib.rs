@@ -39,4 +39,4 @@ pub use labels::{
 pub use logging::{LogError, LogFormat, LogHandle, init_logging, logging_subscriber};
 pub use metrics::{METRICS_CONTENT_TYPE, Metrics, TcpMetrics, encode};
 pub use prometheus_client::registry::Registry;
-pub use request::{HttpMetrics, RequestInfo, RequestLabels, RequestRecord};
+pub use request::{HandleCache, HttpMetrics, RequestInfo, RequestLabels, RequestRecord};

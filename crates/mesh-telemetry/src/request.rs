@@ -120,6 +120,20 @@ impl HttpMetrics {
     }
 }
 
+/// The metric handles of one label set, kept per connection: its requests almost always share
+/// their labels, so recording skips the families' hashed lookups. A family never drops a
+/// series, so a cached handle stays the registered one.
+#[derive(Debug, Default)]
+pub struct HandleCache(std::sync::Mutex<Option<(RequestLabels, Handles)>>);
+
+#[derive(Debug)]
+struct Handles {
+    requests: Counter,
+    duration_ms: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
 /// What the access log says about a request besides the labels.
 #[derive(Debug, Default)]
 pub struct RequestInfo {
@@ -166,13 +180,34 @@ impl RequestRecord {
     }
 
     /// Records the metrics and writes the access-log line.
-    pub fn finish(mut self, metrics: &HttpMetrics) {
+    pub fn finish(self, metrics: &HttpMetrics) {
+        self.finish_cached(metrics, &HandleCache::default());
+    }
+
+    /// [`Self::finish`], reusing `cache`'s metric handles when the labels are the ones it
+    /// holds (a connection's requests mostly are), instead of four hashed family lookups.
+    pub fn finish_cached(mut self, metrics: &HttpMetrics, cache: &HandleCache) {
         self.labels.traffic.response_flags = self.flags;
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        metrics.requests.get_or_create(&self.labels).inc();
-        metrics.duration_ms.get_or_create(&self.labels).observe(ms);
-        metrics.request_bytes.get_or_create(&self.labels).observe(self.request_bytes as f64);
-        metrics.response_bytes.get_or_create(&self.labels).observe(self.response_bytes as f64);
+        {
+            let mut c = cache.0.lock().unwrap_or_else(|e| e.into_inner());
+            let fresh = !matches!(&*c, Some((l, _)) if *l == self.labels);
+            if fresh {
+                let h = Handles {
+                    requests: metrics.requests.get_or_create(&self.labels).clone(),
+                    duration_ms: metrics.duration_ms.get_or_create(&self.labels).clone(),
+                    request_bytes: metrics.request_bytes.get_or_create(&self.labels).clone(),
+                    response_bytes: metrics.response_bytes.get_or_create(&self.labels).clone(),
+                };
+                *c = Some((self.labels.clone(), h));
+            }
+            if let Some((_, h)) = &*c {
+                h.requests.inc();
+                h.duration_ms.observe(ms);
+                h.request_bytes.observe(self.request_bytes as f64);
+                h.response_bytes.observe(self.response_bytes as f64);
+            }
+        }
         let t = &self.labels.traffic;
         let src_addr = self.info.src_addr.map(tracing::field::display);
         let upstream = self.info.upstream.map(tracing::field::display);
@@ -235,5 +270,34 @@ mod tests {
         }
         assert!(text.contains("istio_request_duration_milliseconds_bucket{"), "{text}");
         assert!(text.contains("istio_response_bytes_bucket{") && text.contains("le=\"10000.0\""), "{text}");
+    }
+
+    #[test]
+    fn cached_handles_count_into_the_registered_series() {
+        let mut registry = Registry::default();
+        let m = HttpMetrics::new(&mut registry);
+        let cache = HandleCache::default();
+        let traffic = TrafficLabels { reporter: Reporter::Waypoint, ..TrafficLabels::default() };
+        for code in [200u16, 200, 503, 200] {
+            let mut r = RequestRecord::start(traffic.clone(), RequestInfo::default());
+            r.labels.response_code = code;
+            r.finish_cached(&m, &cache);
+        }
+        let text = crate::encode(&registry).unwrap();
+        let count = |code: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("istio_requests_total{") && l.contains(&format!("response_code=\"{code}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_string)
+        };
+        assert_eq!(count("200").as_deref(), Some("3"), "{text}");
+        assert_eq!(count("503").as_deref(), Some("1"), "{text}");
+        let sizes = text
+            .lines()
+            .find(|l| l.starts_with("istio_response_bytes_count{") && l.contains("response_code=\"200\""))
+            .expect("response bytes series");
+        assert!(sizes.ends_with(" 3"), "{sizes}");
     }
 }

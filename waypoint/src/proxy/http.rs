@@ -29,7 +29,9 @@ use mesh_telemetry::{
 };
 
 use crate::ctx::Ctx;
+use crate::proxy::headers::{add_forwarded, authority_of, request_id, strip_hop_by_hop};
 use crate::proxy::inbound::PortProtocol;
+use crate::proxy::pool;
 use crate::proxy::upstream::{Body, BoxError};
 use crate::route::{self, Action, AttemptOutcome, RequestInfo, RetryPolicy, WeightedDestination};
 use crate::trace::Traced;
@@ -53,6 +55,22 @@ pub struct Conn {
     pub protocol: PortProtocol,
     /// This connection's buckets for per-connection local rate limits.
     pub ratelimit: crate::ratelimit::ConnBuckets,
+    /// The request metrics' handles for this connection's labels.
+    pub metric_cache: mesh_telemetry::HandleCache,
+    /// The client IP's text, made on first use.
+    pub client_ip: std::sync::OnceLock<HeaderValue>,
+}
+
+impl Conn {
+    /// The client's IP as a header value (made once per connection: `x-forwarded-for`).
+    pub(crate) fn client_ip_header(&self) -> HeaderValue {
+        self.client_ip
+            .get_or_init(|| {
+                let ip = self.remote_ip.unwrap_or(self.peer_addr.ip()).to_string();
+                HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+            })
+            .clone()
+    }
 }
 
 /// hyper's service for one tunnel.
@@ -73,17 +91,12 @@ impl hyper::service::Service<Request<Incoming>> for HttpService {
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let conn = self.conn.clone();
-        Box::pin(async move {
-            let mut rl = crate::ratelimit::RateLimitHeaders::default();
-            let mut resp = handle(conn, req, &mut rl).await;
-            rl.apply_response(resp.headers_mut());
-            Ok(resp)
-        })
+        // `handle` is the whole request future: no wrapper around it, whose construction would
+        // copy the (large) inner future once more per request.
+        Box::pin(handle(self.conn.clone(), req))
     }
 }
 
-static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static ENVOY_ATTEMPT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -96,6 +109,14 @@ fn local_reply(status: StatusCode, body: &'static str) -> Response<Body> {
         .header(header::CONTENT_TYPE, "text/plain")
         .body(full(body))
         .expect("static response")
+}
+
+/// Envoy's answer to a request refused by a circuit breaker (`UO`).
+fn overflow_reply() -> Response<Body> {
+    local_reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+    )
 }
 
 /// The request's protocol label.
@@ -125,79 +146,9 @@ fn traffic_labels(conn: &Conn, protocol: RequestProtocol) -> TrafficLabels {
     }
 }
 
-/// `x-request-id`: kept when the client sent a sane one, generated otherwise.
-fn request_id(headers: &mut http::HeaderMap) -> String {
-    if let Some(v) =
-        headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty() && v.len() <= 128)
-    {
-        return v.to_string();
-    }
-    let id = new_uuid();
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        headers.insert(REQUEST_ID.clone(), v);
-    }
-    id
-}
-
-fn new_uuid() -> String {
-    let b: [u8; 16] = rand::random();
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-        u16::from_be_bytes([b[4], b[5]]),
-        u16::from_be_bytes([b[6], b[7]]) & 0x0fff,
-        (u16::from_be_bytes([b[8], b[9]]) & 0x3fff) | 0x8000,
-        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
-    )
-}
-
-/// The `Host` / `:authority` of the request.
-fn authority_of(parts: &http::request::Parts) -> String {
-    parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
-        .unwrap_or_default()
-}
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1) are the connection's, never forwarded.
-fn strip_hop_by_hop(h: &mut http::HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
-    }
-    for n in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::TE,
-        header::PROXY_AUTHORIZATION,
-    ] {
-        if n == header::TE {
-            // `te: trailers` is meaningful end to end (gRPC).
-            let trailers = h.get(&n).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-            if trailers {
-                continue;
-            }
-        }
-        h.remove(n);
-    }
-}
-
-async fn handle(
-    conn: Arc<Conn>,
-    req: Request<Incoming>,
-    rl: &mut crate::ratelimit::RateLimitHeaders,
-) -> Response<Body> {
+async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    // Set by local rate limits; on the upstream request and on every response.
+    let mut rl = crate::ratelimit::RateLimitHeaders::default();
     let ctx = conn.ctx.clone();
     let compiled = ctx.compiled();
     let (mut parts, body) = req.into_parts();
@@ -220,22 +171,23 @@ async fn handle(
     // would promise one), and `*` is a target only OPTIONS may have (RFC 9110 §9.3.6, 9113 §8.3.1).
     if parts.method == http::Method::CONNECT {
         rec.info.error = Some("CONNECT is not proxied".into());
-        return finish_local(
+        return Ok(finish_local(
             rec,
             local_reply(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported"),
-            &ctx,
-        );
+            &conn,
+            &rl,
+        ));
     }
     if parts.uri.path() == "*" && parts.method != http::Method::OPTIONS {
         rec.info.error = Some("asterisk-form target outside OPTIONS".into());
-        return finish_local(rec, local_reply(StatusCode::BAD_REQUEST, "bad request target"), &ctx);
+        return Ok(finish_local(rec, local_reply(StatusCode::BAD_REQUEST, "bad request target"), &conn, &rl));
     }
 
     // Path normalisation, JWT authentication, then authorization (on the normalised path,
     // which is also what goes upstream).
     let Some(security) = compiled.security.get(&conn.service.namespace, &conn.service.name) else {
         rec.info.error = Some(format!("{} does not use this waypoint", conn.service.hostname));
-        return finish_local(rec, local_reply(StatusCode::FORBIDDEN, "RBAC: access denied"), &ctx);
+        return Ok(finish_local(rec, local_reply(StatusCode::FORBIDDEN, "RBAC: access denied"), &conn, &rl));
     };
     let info = crate::security::ConnInfo {
         source_ip: conn.peer_addr.ip(),
@@ -252,7 +204,7 @@ async fn handle(
     if let Err(rejected) = security.check(&mut parts, &info).await {
         rec.info.error = Some(rejected.details().to_string());
         let resp = rejected.response(&parts).map(full);
-        return finish_local(rec, resp, &ctx);
+        return Ok(finish_local(rec, resp, &conn, &rl));
     }
 
     let table = compiled.routes.for_service(&conn.service.hostname);
@@ -267,15 +219,15 @@ async fn handle(
     // Every Service has a table; without user routes it holds the default route.
     let Some(m) = table.and_then(|t| t.route(&view)) else {
         rec.flag(ResponseFlag::NoRouteFound);
-        return finish_local(rec, local_reply(StatusCode::NOT_FOUND, ""), &ctx);
+        return Ok(finish_local(rec, local_reply(StatusCode::NOT_FOUND, ""), &conn, &rl));
     };
     let route = m.route;
     rec.info.route = route.name.clone();
     let limit = compiled.ratelimit.check(&conn, &route.origin, &parts.headers);
-    *rl = limit.headers;
+    rl = limit.headers;
     if let Some(resp) = limit.limited {
         rec.flag(ResponseFlag::RateLimited);
-        return finish_local(rec, resp.map(full), &ctx);
+        return Ok(finish_local(rec, resp.map(full), &conn, &rl));
     }
     let dests: &[WeightedDestination] = match &route.action {
         Action::Forward(d) => d.as_slice(),
@@ -283,7 +235,7 @@ async fn handle(
         Action::Redirect(r) => {
             let mut resp = r.response(&m, &view).map(|()| Body::default());
             route.apply_response_headers(None, resp.headers_mut());
-            return finish_local(rec, resp, &ctx);
+            return Ok(finish_local(rec, resp, &conn, &rl));
         }
         Action::DirectResponse { status, body } => {
             let mut resp = Response::builder()
@@ -291,7 +243,7 @@ async fn handle(
                 .body(full(body.clone().unwrap_or_default()))
                 .expect("valid status");
             route.apply_response_headers(None, resp.headers_mut());
-            return finish_local(rec, resp, &ctx);
+            return Ok(finish_local(rec, resp, &conn, &rl));
         }
     };
 
@@ -299,7 +251,7 @@ async fn handle(
     if let Some(cors) = &route.cors
         && let route::CorsAction::Respond(resp) = cors.preflight(&view)
     {
-        return finish_local(rec, resp.map(|()| Body::default()), &ctx);
+        return Ok(finish_local(rec, resp.map(|()| Body::default()), &conn, &rl));
     }
 
     // Fault injection.
@@ -310,13 +262,18 @@ async fn handle(
         }
         if let Some(abort) = fault.abort_for(rand::random::<f64>() * 100.0) {
             rec.flag(ResponseFlag::FaultInjected);
-            return finish_local(rec, abort_response(&abort), &ctx);
+            return Ok(finish_local(rec, abort_response(&abort), &conn, &rl));
         }
     }
 
     let Some(dest) = route::pick_weighted(dests, rand::random()) else {
         rec.flag(ResponseFlag::NoClusterFound);
-        return finish_local(rec, local_reply(StatusCode::INTERNAL_SERVER_ERROR, "no backend"), &ctx);
+        return Ok(finish_local(
+            rec,
+            local_reply(StatusCode::INTERNAL_SERVER_ERROR, "no backend"),
+            &conn,
+            &rl,
+        ));
     };
 
     // The request as it goes upstream.
@@ -342,7 +299,12 @@ async fn handle(
             Err(e) => {
                 rec.flag(ResponseFlag::DownstreamConnectionTermination);
                 rec.info.error = Some(format!("reading the request body: {e}"));
-                return finish_local(rec, local_reply(StatusCode::BAD_REQUEST, "bad request body"), &ctx);
+                return Ok(finish_local(
+                    rec,
+                    local_reply(StatusCode::BAD_REQUEST, "bad request body"),
+                    &conn,
+                    &rl,
+                ));
             }
         },
         _ => (None, Some(body)),
@@ -366,18 +328,16 @@ async fn handle(
     let Some(cluster) = ctx.clusters.get(&dest.host, dest.subset.as_deref(), dest_port) else {
         rec.flag(ResponseFlag::NoClusterFound);
         rec.info.error = Some(format!("no cluster for {}:{dest_port} subset {:?}", dest.host, dest.subset));
-        return finish_local(rec, local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"), &ctx);
+        return Ok(finish_local(
+            rec,
+            local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+            &conn,
+            &rl,
+        ));
     };
     let Ok(_permit) = cluster.try_request() else {
         rec.flag(ResponseFlag::UpstreamOverflow);
-        return finish_local(
-            rec,
-            local_reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-            ),
-            &ctx,
-        );
+        return Ok(finish_local(rec, overflow_reply(), &conn, &rl));
     };
     let use_h2 = matches!(conn.protocol, PortProtocol::Http2 | PortProtocol::Grpc)
         || parts.version == http::Version::HTTP_2 && conn.protocol == PortProtocol::Unknown;
@@ -393,11 +353,12 @@ async fn handle(
             Ok(p) => p,
             Err(_) => {
                 rec.flag(ResponseFlag::NoHealthyUpstream);
-                return finish_local(
+                return Ok(finish_local(
                     rec,
                     local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
-                    &ctx,
-                );
+                    &conn,
+                    &rl,
+                ));
             }
         };
         rec.info.upstream = Some(pick.endpoint.addr);
@@ -406,47 +367,72 @@ async fn handle(
             rec.labels.traffic.destination =
                 PeerLabels::from_workload(w, &ctx.cluster).with_principal(ctx.metrics.principal(&w.identity));
         }
-        let uri = upstream_uri(pick.endpoint.addr, &parts.uri);
-        let mut up = Request::from_parts(parts.clone(), ());
-        *up.uri_mut() = uri;
+        let target =
+            if use_h2 { upstream_uri(pick.endpoint.addr, &parts.uri) } else { origin_form(&parts.uri) };
+        // No attempt can follow this one (and CORS needs no request header later): the request
+        // itself goes, not a copy.
+        let last = attempt > policy.attempts && route.cors.is_none();
+        let up_parts =
+            if last { std::mem::replace(&mut parts, Request::new(()).into_parts().0) } else { parts.clone() };
+        let mut up = Request::from_parts(up_parts, ());
+        *up.uri_mut() = target;
         if attempt > 1
             && let Ok(v) = HeaderValue::from_str(&attempt.to_string())
         {
             up.headers_mut().insert(ENVOY_ATTEMPT.clone(), v);
-        }
-        if use_h2 {
-            *up.version_mut() = http::Version::HTTP_2;
-        } else {
-            *up.version_mut() = http::Version::HTTP_11;
         }
         let body: Body = match (&buffered, streamed.take()) {
             (Some(b), _) => full(b.clone()),
             (None, Some(s)) => s.map_err(|e| Box::new(e) as BoxError).boxed(),
             (None, None) => full(Bytes::new()),
         };
-        let up = up.map(|()| body);
-        let client = if use_h2 { &ctx.upstreams.http2 } else { &ctx.upstreams.http1 };
+        let mut up = up.map(|()| body);
         let per_try = policy
             .per_try_timeout
             .into_iter()
             .chain(timeout.map(|t| t.saturating_sub(started.elapsed())))
             .min();
-        let sent = client.request(up);
+        let sent = async {
+            if use_h2 {
+                *up.version_mut() = http::Version::HTTP_2;
+                match ctx.upstreams.http2.request(up).await {
+                    Ok(r) => Ok((r, None)),
+                    Err(e) if e.is_connect() => Err(SendFailure::Connect(e.to_string())),
+                    Err(e) => Err(SendFailure::Reset(e.to_string())),
+                }
+            } else {
+                *up.version_mut() = http::Version::HTTP_11;
+                match pool::send(&ctx.upstreams.connector, &cluster, &pick.endpoint, up).await {
+                    Ok((r, lease)) => Ok((r, Some(lease))),
+                    Err(pool::SendError::Overflow(o)) => Err(SendFailure::Overflow(o)),
+                    Err(e) if e.is_connect() => Err(SendFailure::Connect(e.to_string())),
+                    Err(e) => Err(SendFailure::Reset(e.to_string())),
+                }
+            }
+        };
         let result = match per_try {
-            Some(t) => match tokio::time::timeout(t, sent).await {
-                Ok(r) => Ok(r),
-                Err(_) => Err(()),
-            },
-            None => Ok(sent.await),
+            Some(t) => tokio::time::timeout(t, sent).await.ok(),
+            None => Some(sent.await),
         };
         let (outcome, resp) = match result {
-            Err(()) => (AttemptOutcome::Timeout, None),
-            Ok(Err(e)) => {
-                rec.info.error = Some(format!("upstream {}: {e}", pick.endpoint.addr));
-                let o = if e.is_connect() { AttemptOutcome::ConnectFailure } else { AttemptOutcome::Reset };
-                (o, None)
+            None => (AttemptOutcome::Timeout, None),
+            Some(Err(SendFailure::Overflow(o))) => {
+                // tcp.maxConnections with http1MaxPendingRequests waiting: fail fast, no retry.
+                rec.flag(ResponseFlag::UpstreamOverflow);
+                rec.info.error = Some(o.to_string());
+                return Ok(finish_local(rec, overflow_reply(), &conn, &rl));
             }
-            Ok(Ok(r)) => (AttemptOutcome::from_response(r.status(), r.headers(), None), Some(r)),
+            Some(Err(SendFailure::Connect(e))) => {
+                rec.info.error = Some(format!("upstream {}: {e}", pick.endpoint.addr));
+                (AttemptOutcome::ConnectFailure, None)
+            }
+            Some(Err(SendFailure::Reset(e))) => {
+                rec.info.error = Some(format!("upstream {}: {e}", pick.endpoint.addr));
+                (AttemptOutcome::Reset, None)
+            }
+            Some(Ok((r, lease))) => {
+                (AttemptOutcome::from_response(r.status(), r.headers(), None), Some((r, lease)))
+            }
         };
         pick.guard.finish(match &outcome {
             AttemptOutcome::Timeout => Outcome::Timeout,
@@ -468,7 +454,7 @@ async fn handle(
             continue;
         }
         match resp {
-            Some(r) => {
+            Some((r, lease)) => {
                 if attempt > 1 && policy.should_retry(&outcome) {
                     rec.flag(ResponseFlag::UpstreamRetryLimitExceeded);
                 }
@@ -483,8 +469,12 @@ async fn handle(
                 }
                 rec.labels.response_code = rp.status.as_u16();
                 rec.labels.grpc_response_status = grpc_status(&rp.headers);
-                let body = Recorded { inner: rb, rec: Some(rec), ctx: ctx.clone() };
-                return Response::from_parts(rp, body.boxed());
+                let mut body = Recorded { inner: rb, rec: Some(rec), conn: conn.clone(), lease };
+                if body.inner.is_end_stream() {
+                    body.release();
+                }
+                rl.apply_response(&mut rp.headers);
+                return Ok(Response::from_parts(rp, body.boxed()));
             }
             None => {
                 let (flag, status, text) = match outcome {
@@ -510,10 +500,31 @@ async fn handle(
                 if attempt > 1 && !timed_out {
                     rec.flag(ResponseFlag::UpstreamRetryLimitExceeded);
                 }
-                return finish_local(rec, local_reply(status, text), &ctx);
+                return Ok(finish_local(rec, local_reply(status, text), &conn, &rl));
             }
         }
     }
+}
+
+/// Why an attempt got no response.
+enum SendFailure {
+    /// The connection limit is reached and too many requests wait (`UO`).
+    Overflow(crate::upstream::Overflow),
+    /// The request never reached the endpoint.
+    Connect(String),
+    /// The connection failed after the request was sent.
+    Reset(String),
+}
+
+/// The origin-form target (`/path?query`) an HTTP/1.1 request line carries.
+fn origin_form(uri: &Uri) -> Uri {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return uri.clone();
+    }
+    let mut p = http::uri::Parts::default();
+    p.path_and_query =
+        Some(uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+    Uri::from_parts(p).unwrap_or_else(|_| Uri::from_static("/"))
 }
 
 /// A fault-injected abort: the HTTP status, or gRPC's `grpc-status` on a 200.
@@ -547,21 +558,6 @@ fn upstream_uri(endpoint: SocketAddr, uri: &Uri) -> Uri {
         .path_and_query(pq)
         .build()
         .unwrap_or_else(|_| Uri::from_static("http://0.0.0.0/"))
-}
-
-/// `x-forwarded-for` (appended with the client), `x-forwarded-proto`, as Envoy does for Istio.
-fn add_forwarded(h: &mut http::HeaderMap, conn: &Conn) {
-    let client = conn.remote_ip.unwrap_or(conn.peer_addr.ip()).to_string();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {client}"),
-        _ => client,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert(HeaderName::from_static("x-forwarded-for"), v);
-    }
-    if !h.contains_key("x-forwarded-proto") {
-        h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
-    }
 }
 
 fn spawn_mirror(conn: &Arc<Conn>, parts: &http::request::Parts, body: Bytes, dest: &WeightedDestination) {
@@ -603,10 +599,16 @@ fn spawn_mirror(conn: &Arc<Conn>, parts: &http::request::Parts, body: Bytes, des
 }
 
 /// A local reply's record is finished at once.
-fn finish_local(mut rec: Traced, resp: Response<Body>, ctx: &Arc<Ctx>) -> Response<Body> {
+fn finish_local(
+    mut rec: Traced,
+    mut resp: Response<Body>,
+    conn: &Conn,
+    rl: &crate::ratelimit::RateLimitHeaders,
+) -> Response<Body> {
+    rl.apply_response(resp.headers_mut());
     rec.labels.response_code = resp.status().as_u16();
     rec.response_bytes = resp.body().size_hint().exact().unwrap_or(0);
-    rec.finish(&ctx.http_metrics);
+    rec.finish(&conn.ctx.http_metrics, &conn.metric_cache);
     resp
 }
 
@@ -615,7 +617,17 @@ fn finish_local(mut rec: Traced, resp: Response<Body>, ctx: &Arc<Ctx>) -> Respon
 struct Recorded {
     inner: Incoming,
     rec: Option<Traced>,
-    ctx: Arc<Ctx>,
+    conn: Arc<Conn>,
+    /// The pooled HTTP/1.1 connection, back to its pool when the body has ended.
+    lease: Option<pool::Lease>,
+}
+
+impl Recorded {
+    fn release(&mut self) {
+        if let Some(l) = self.lease.take() {
+            l.release();
+        }
+    }
 }
 
 impl hyper::body::Body for Recorded {
@@ -644,13 +656,14 @@ impl hyper::body::Body for Recorded {
                 if let Some(mut rec) = this.rec.take() {
                     rec.flag(ResponseFlag::UpstreamConnectionTermination);
                     rec.info.error = Some(format!("response body: {e}"));
-                    rec.finish(&this.ctx.http_metrics);
+                    rec.finish(&this.conn.ctx.http_metrics, &this.conn.metric_cache);
                 }
                 Poll::Ready(Some(Err(Box::new(e))))
             }
             Poll::Ready(None) => {
+                this.release();
                 if let Some(rec) = this.rec.take() {
-                    rec.finish(&this.ctx.http_metrics);
+                    rec.finish(&this.conn.ctx.http_metrics, &this.conn.metric_cache);
                 }
                 Poll::Ready(None)
             }
@@ -669,12 +682,16 @@ impl hyper::body::Body for Recorded {
 
 impl Drop for Recorded {
     fn drop(&mut self) {
+        // hyper stops polling a body that says it has ended: that is a complete response.
+        let ended = self.inner.is_end_stream();
+        if ended {
+            self.release();
+        }
         if let Some(mut rec) = self.rec.take() {
-            // hyper stops polling a body that says it has ended: that is a complete response.
-            if !self.inner.is_end_stream() {
+            if !ended {
                 rec.flag(ResponseFlag::DownstreamConnectionTermination);
             }
-            rec.finish(&self.ctx.http_metrics);
+            rec.finish(&self.conn.ctx.http_metrics, &self.conn.metric_cache);
         }
     }
 }
@@ -682,33 +699,6 @@ impl Drop for Recorded {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_are_dropped_but_te_trailers_kept() {
-        let mut h = http::HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-private"));
-        h.insert("x-private", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert("x-end-to-end", HeaderValue::from_static("yes"));
-        strip_hop_by_hop(&mut h);
-        assert!(
-            h.get("x-private").is_none()
-                && h.get("keep-alive").is_none()
-                && h.get(header::CONNECTION).is_none()
-        );
-        assert_eq!(h.get(header::TE).unwrap(), "trailers");
-        assert_eq!(h.get("x-end-to-end").unwrap(), "yes");
-    }
-
-    #[test]
-    fn request_ids_are_uuids() {
-        let mut h = http::HeaderMap::new();
-        let id = request_id(&mut h);
-        assert_eq!(id.len(), 36);
-        assert_eq!(h.get("x-request-id").unwrap(), id.as_str());
-        assert_eq!(request_id(&mut h), id, "an existing id is kept");
-    }
 
     #[test]
     fn upstream_uri_keeps_path_and_query() {

@@ -104,6 +104,8 @@ impl ConnectHandler for Handler {
             remote_ip: req.forwarded_for,
             protocol,
             ratelimit: Default::default(),
+            metric_cache: Default::default(),
+            client_ip: Default::default(),
         });
         drop(model);
         let tunnel = match responder.accept() {
@@ -152,7 +154,9 @@ where
     let svc = HttpService::new(conn);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().keep_alive(true).half_close(false);
-    if let Err(e) = builder.serve_connection(TokioIo::new(io), svc).await {
+    if let Err(e) =
+        builder.serve_connection(TokioIo::new(crate::proxy::coalesce::Coalesce::new(io)), svc).await
+    {
         tracing::debug!(error = %e, "HTTP connection in the tunnel ended with an error");
     }
 }

@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::ctx::Ctx;
+use crate::proxy::coalesce::Coalesce;
 use crate::proxy::http::{Conn, HttpService};
 use crate::proxy::inbound::PortProtocol;
 use crate::proxy::upstream::Body;
@@ -69,7 +70,7 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
                 b.http1().keep_alive(true).half_close(false);
                 b
             };
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let conn = builder.serve_connection(TokioIo::new(Coalesce::new(stream)), svc);
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {
@@ -165,6 +166,8 @@ impl PlainService {
             source: None,
             remote_ip: None,
             ratelimit: Default::default(),
+            metric_cache: Default::default(),
+            client_ip: Default::default(),
         });
         *last = Some(LastConn { generation, authority: authority.to_string(), conn: conn.clone() });
         Ok(conn)

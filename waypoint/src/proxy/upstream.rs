@@ -97,26 +97,33 @@ impl tower_service::Service<Uri> for MeshConnector {
                 .authority()
                 .and_then(|a| a.as_str().parse().ok())
                 .ok_or_else(|| ConnectError::BadUri(uri.clone()))?;
-            let identity = match Transport::for_endpoint(&this.model.load(), target.ip()) {
-                Transport::Hbone(id) => id,
-                Transport::Plain => {
-                    let s = TcpStream::connect(target)
-                        .await
-                        .map_err(|source| ConnectError::Plain { addr: target, source })?;
-                    // Small request/response exchanges: don't let Nagle hold the last segment.
-                    s.set_nodelay(true).map_err(|source| ConnectError::Plain { addr: target, source })?;
-                    return Ok(UpstreamIo::Plain(TokioIo::new(s)));
-                }
-            };
-            let key = PoolKey {
-                src: (*this.own).clone(),
-                dst_identities: Arc::from(vec![(*identity).clone()]),
-                addr: SocketAddr::new(target.ip(), HBONE_PORT),
-                src_addr: None,
-            };
-            let stream = this.pool.connect(&key, ConnectParams::new(target)).await?;
-            Ok(UpstreamIo::Hbone(TokioIo::new(stream)))
+            this.connect(target).await
         })
+    }
+}
+
+impl MeshConnector {
+    /// Opens a connection to `target`: HBONE to a captured pod, plain TCP otherwise.
+    pub async fn connect(&self, target: SocketAddr) -> Result<UpstreamIo, ConnectError> {
+        let identity = match Transport::for_endpoint(&self.model.load(), target.ip()) {
+            Transport::Hbone(id) => id,
+            Transport::Plain => {
+                let s = TcpStream::connect(target)
+                    .await
+                    .map_err(|source| ConnectError::Plain { addr: target, source })?;
+                // Small request/response exchanges: don't let Nagle hold the last segment.
+                s.set_nodelay(true).map_err(|source| ConnectError::Plain { addr: target, source })?;
+                return Ok(UpstreamIo::Plain(TokioIo::new(s)));
+            }
+        };
+        let key = PoolKey {
+            src: (*self.own).clone(),
+            dst_identities: Arc::from(vec![(*identity).clone()]),
+            addr: SocketAddr::new(target.ip(), HBONE_PORT),
+            src_addr: None,
+        };
+        let stream = self.pool.connect(&key, ConnectParams::new(target)).await?;
+        Ok(UpstreamIo::Hbone(TokioIo::new(stream)))
     }
 }
 
@@ -187,9 +194,11 @@ impl hyper::rt::Write for UpstreamIo {
     }
 }
 
-/// The two upstream clients: HTTP/1.1 and HTTP/2 (h2c prior knowledge, also gRPC).
+/// The upstream clients: HTTP/1.1 and HTTP/2 (h2c prior knowledge, also gRPC). Routed
+/// HTTP/1.1 requests go through [`crate::proxy::pool`] on `connector`; mirrors use `http1`.
 #[derive(Debug, Clone)]
 pub struct Upstreams {
+    pub connector: MeshConnector,
     pub http1: Client<MeshConnector, Body>,
     pub http2: Client<MeshConnector, Body>,
 }
@@ -198,8 +207,8 @@ impl Upstreams {
     pub fn new(pool: Pool, model: ModelHandle, own: Arc<SpiffeId>) -> Upstreams {
         let connector = MeshConnector { pool, model, own };
         let http1 = Client::builder(TokioExecutor::new()).build(connector.clone());
-        let http2 = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
-        Upstreams { http1, http2 }
+        let http2 = Client::builder(TokioExecutor::new()).http2_only(true).build(connector.clone());
+        Upstreams { connector, http1, http2 }
     }
 }
 

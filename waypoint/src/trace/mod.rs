@@ -244,7 +244,7 @@ impl Traced {
     }
 
     /// Records metrics and the access log, then queues the span.
-    pub fn finish(self, metrics: &HttpMetrics) {
+    pub fn finish(self, metrics: &HttpMetrics, cache: &mesh_telemetry::HandleCache) {
         let Traced { rec, span, .. } = self;
         if let Some(s) = span {
             let tracer = s.tracer.clone();
@@ -252,7 +252,7 @@ impl Traced {
                 e.send(build_span(*s, &rec));
             }
         }
-        rec.finish(metrics);
+        rec.finish_cached(metrics, cache);
     }
 }
 

@@ -97,6 +97,8 @@ pub(crate) struct HostState {
     consecutive_gateway: AtomicU32,
     ejected: AtomicBool,
     ejection: Mutex<Ejection>,
+    /// Pooled idle HTTP/1.1 connections to the endpoint.
+    pub(crate) idle: crate::proxy::pool::IdleConns,
 }
 
 #[derive(Debug, Default)]
@@ -409,6 +411,17 @@ impl Cluster {
         } else {
             Err(Overflow::Connections { max })
         }
+    }
+
+    /// Resolves when a connection was closed or went back to a pool (at most one waiter is
+    /// woken per event); `enable` it before checking, as with any [`Notify`].
+    pub fn connection_available(&self) -> tokio::sync::futures::Notified<'_> {
+        self.runtime.connection_freed.notified()
+    }
+
+    /// A connection went back to a pool: wakes one request waiting for a connection.
+    pub fn notify_connection_available(&self) {
+        self.runtime.connection_freed.notify_one();
     }
 
     /// Counts one request waiting for a connection, if `http1MaxPendingRequests` allows.

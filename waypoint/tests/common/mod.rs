@@ -236,44 +236,56 @@ fn node_config(dir: &Path, ca: &RunningCa, node: &str) -> ztunnel::Config {
 }
 
 /// CA, two ztunnels, the waypoint and the backends over `base_model(net)` plus `extra`.
-pub async fn start_mesh(net: u8, extra: &str) -> Mesh {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("model")).unwrap();
-    write(&dir.path().join("model/mesh.yaml"), &format!("{}---\n{}", base_model(net), extra));
-    write(&dir.path().join("tokens"), &format!("node-a {TOKEN_A}\nnode-b {TOKEN_B}\n"));
-    write(&dir.path().join("node-a.token"), TOKEN_A);
-    write(&dir.path().join("node-b.token"), TOKEN_B);
+/// Writes `model` under `dir/model`, node-a's and node-b's tokens and a CA config, starts
+/// mesh-ca in-process and writes its root to `dir/root.pem`.
+pub async fn start_ca(dir: &Path, model: &str) -> RunningCa {
+    std::fs::create_dir_all(dir.join("model")).unwrap();
+    write(&dir.join("model/mesh.yaml"), model);
+    write(&dir.join("tokens"), &format!("node-a {TOKEN_A}\nnode-b {TOKEN_B}\n"));
+    write(&dir.join("node-a.token"), TOKEN_A);
+    write(&dir.join("node-b.token"), TOKEN_B);
     write(
-        &dir.path().join("ca.yaml"),
+        &dir.join("ca.yaml"),
         "trustDomain: cluster.local\ndefaultTtl: 1h\nmaxTtl: 2d\nmodel: [model]\nnodeTokensFile: tokens\n",
     );
-    let config = CaConfig::load(&dir.path().join("ca.yaml")).unwrap();
-    let opts =
-        CaOptions { config, state_dir: dir.path().join("state"), listen: "127.0.0.1:0".parse().unwrap() };
+    let config = CaConfig::load(&dir.join("ca.yaml")).unwrap();
+    let opts = CaOptions { config, state_dir: dir.join("state"), listen: "127.0.0.1:0".parse().unwrap() };
     let ca = mesh_ca::start(opts).await.unwrap();
-    write(&dir.path().join("root.pem"), &ca.root_pem);
+    write(&dir.join("root.pem"), &ca.root_pem);
+    ca
+}
+
+/// The config of waypoint `demo/waypoint` (pod waypoint-0 on node-a) reading `dir/model`,
+/// HBONE on `hbone`, the other listeners on ephemeral loopback ports.
+pub fn waypoint_config(dir: &Path, ca: &RunningCa, hbone: SocketAddr) -> waypoint::config::Config {
+    waypoint::config::Config {
+        namespace: "demo".into(),
+        gateway: "waypoint".into(),
+        pod: "waypoint-0".into(),
+        node: "node-a".into(),
+        ca_address: format!("https://{}", ca.local_addr),
+        ca_root: dir.join("root.pem"),
+        token_file: dir.join("node-a.token"),
+        model: vec![dir.join("model")],
+        hbone_addr: hbone,
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        readiness_addr: "127.0.0.1:0".parse().unwrap(),
+        drain_deadline: Duration::from_secs(1),
+        ..waypoint::config::Config::default()
+    }
+}
+
+pub async fn start_mesh(net: u8, extra: &str) -> Mesh {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = start_ca(dir.path(), &format!("{}---\n{}", base_model(net), extra)).await;
     let backends = Backends::default();
     for b in BACKENDS {
         start_backend(b.name, SocketAddr::new(ip(net, b.sub, b.host), 8080), backends.clone()).await;
     }
     let a = ztunnel::start(node_config(dir.path(), &ca, "node-a"), None).await.unwrap();
     let b = ztunnel::start(node_config(dir.path(), &ca, "node-b"), None).await.unwrap();
-    let wconfig = waypoint::config::Config {
-        namespace: "demo".into(),
-        gateway: "waypoint".into(),
-        pod: "waypoint-0".into(),
-        node: "node-a".into(),
-        ca_address: format!("https://{}", ca.local_addr),
-        ca_root: dir.path().join("root.pem"),
-        token_file: dir.path().join("node-a.token"),
-        model: vec![dir.path().join("model")],
-        hbone_addr: SocketAddr::new(ip(net, 1, 250), 15008),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        metrics_addr: "127.0.0.1:0".parse().unwrap(),
-        readiness_addr: "127.0.0.1:0".parse().unwrap(),
-        drain_deadline: Duration::from_secs(1),
-        ..waypoint::config::Config::default()
-    };
+    let wconfig = waypoint_config(dir.path(), &ca, SocketAddr::new(ip(net, 1, 250), 15008));
     let waypoint = waypoint::ctx::start(wconfig, None).await.unwrap();
     for z in [&a, &b] {
         let deadline = Instant::now() + Duration::from_secs(15);

@@ -1,0 +1,255 @@
+//! HTTP/1.1 upstream connections, pooled per cluster endpoint. The idle connections of an
+//! endpoint live in its runtime state ([`crate::upstream::Endpoint`]), so taking one is a
+//! short lock and no map lookup; the newest idle connection is reused first (its socket and
+//! the peer's are the warmest). The DestinationRule's `connectionPool` applies here:
+//! `tcp.connectTimeout` bounds the dial, `tcp.maxConnections` caps the cluster's open
+//! connections (a request over it waits as pending, failing fast with `UO` past
+//! `http1MaxPendingRequests`), `http.maxRequestsPerConnection` retires a connection after that
+//! many requests, and `http.idleTimeout` closes connections idle longer than that.
+//!
+//! A connection goes back to the pool only when its response body has ended ([`Lease`]):
+//! HTTP/1.1 cannot start the next request mid-body. A request sent on a pooled connection that
+//! the peer closed meanwhile comes back unsent from hyper and goes out on another connection.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use tokio::time::Instant;
+
+use crate::proxy::upstream::{Body, ConnectError, MeshConnector};
+use crate::upstream::{Cluster, Endpoint, Overflow};
+
+/// One idle connection.
+#[derive(Debug)]
+pub struct Idle {
+    send: http1::SendRequest<Body>,
+    /// Requests it has carried.
+    served: u32,
+    since: Instant,
+}
+
+/// An endpoint's idle connections, newest last.
+#[derive(Debug, Default)]
+pub struct IdleConns(Mutex<Vec<Idle>>);
+
+impl IdleConns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The newest connection idle for less than `idle_timeout`; older ones are closed.
+    fn take(&self, idle_timeout: Option<std::time::Duration>) -> Option<Idle> {
+        let mut idle = self.lock();
+        if let Some(t) = idle_timeout {
+            let now = Instant::now();
+            idle.retain(|c| now.duration_since(c.since) < t && !c.send.is_closed());
+        }
+        while let Some(c) = idle.pop() {
+            if !c.send.is_closed() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// Closes one idle connection (freeing a `tcp.maxConnections` slot); whether there was one.
+    fn evict_one(&self) -> bool {
+        self.lock().pop().is_some()
+    }
+
+    /// How many connections are idle.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no connection is idle.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why a request could not be sent upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Overflow(#[from] Overflow),
+    #[error("connect timeout after {0:?}")]
+    ConnectTimeout(std::time::Duration),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("HTTP/1.1 handshake: {0}")]
+    Handshake(#[source] hyper::Error),
+    #[error(transparent)]
+    Request(hyper::Error),
+}
+
+impl SendError {
+    /// The request never reached the endpoint (Envoy's `connect-failure`, flag `UF`).
+    pub fn is_connect(&self) -> bool {
+        matches!(self, SendError::ConnectTimeout(_) | SendError::Connect(_) | SendError::Handshake(_))
+    }
+}
+
+/// A connection carrying a response: [`Lease::release`] when its body has ended puts it back;
+/// dropping the lease closes it.
+#[derive(Debug)]
+pub struct Lease {
+    conn: Option<Idle>,
+    endpoint: Arc<Endpoint>,
+    cluster: Arc<Cluster>,
+}
+
+impl Lease {
+    /// The response body ended: the connection may carry another request.
+    pub fn release(mut self) {
+        let Some(mut c) = self.conn.take() else { return };
+        let spent = self.cluster.max_requests_per_connection().is_some_and(|max| c.served >= max);
+        if spent || c.send.is_closed() {
+            return;
+        }
+        c.since = Instant::now();
+        self.endpoint.state.idle.lock().push(c);
+        // A request pending on tcp.maxConnections may take it.
+        self.cluster.notify_connection_available();
+    }
+}
+
+/// Sends `req` (origin-form URI, `Host` set) to `endpoint` of `cluster` on a pooled or new
+/// connection.
+pub async fn send(
+    connector: &MeshConnector,
+    cluster: &Arc<Cluster>,
+    endpoint: &Arc<Endpoint>,
+    mut req: Request<Body>,
+) -> Result<(http::Response<Incoming>, Lease), SendError> {
+    let mut pending = None;
+    loop {
+        let (mut conn, fresh) = match endpoint.state.idle.take(cluster.idle_timeout()) {
+            Some(c) => (c, false),
+            None => match cluster.try_connection() {
+                // Boxed: dialling (HBONE's TLS handshake) is a large future on a cold path, and
+                // it would otherwise grow every request's future, which is moved per request.
+                Ok(slot) => (Box::pin(open(connector, cluster, endpoint.addr, slot)).await?, true),
+                Err(_) => {
+                    // At tcp.maxConnections: wait for a connection to come back or close.
+                    if pending.is_none() {
+                        pending = Some(cluster.try_pending()?);
+                    }
+                    let available = cluster.connection_available();
+                    tokio::pin!(available);
+                    available.as_mut().enable();
+                    if !endpoint.state.idle.is_empty() {
+                        continue;
+                    }
+                    // A slot held by an idle connection to another endpoint is freed for this
+                    // one; its close wakes us like any other.
+                    let _ = cluster.endpoints().iter().any(|e| e.state.idle.evict_one());
+                    available.await;
+                    continue;
+                }
+            },
+        };
+        // No longer waiting for a connection.
+        pending = None;
+        if !fresh && conn.send.ready().await.is_err() {
+            continue;
+        }
+        match conn.send.try_send_request(req).await {
+            Ok(resp) => {
+                conn.served += 1;
+                let lease = Lease { conn: Some(conn), endpoint: endpoint.clone(), cluster: cluster.clone() };
+                return Ok((resp, lease));
+            }
+            Err(mut e) => match e.take_message() {
+                // The peer closed the pooled connection before the request was written.
+                Some(r) if !fresh => req = r,
+                _ => return Err(SendError::Request(e.into_error())),
+            },
+        }
+    }
+}
+
+/// Dials `addr` within the connect timeout and starts an HTTP/1.1 connection on it; the
+/// connection holds its `tcp.maxConnections` slot until it closes.
+async fn open(
+    connector: &MeshConnector,
+    cluster: &Cluster,
+    addr: SocketAddr,
+    slot: crate::upstream::ConnectionPermit,
+) -> Result<Idle, SendError> {
+    let timeout = cluster.connect_timeout();
+    let io = tokio::time::timeout(timeout, connector.connect(addr))
+        .await
+        .map_err(|_| SendError::ConnectTimeout(timeout))??;
+    let (send, conn) = http1::Builder::new().handshake(io).await.map_err(SendError::Handshake)?;
+    tokio::spawn(async move {
+        let _slot = slot;
+        if let Err(e) = conn.await {
+            tracing::debug!(%addr, error = %e, "upstream HTTP/1.1 connection ended with an error");
+        }
+    });
+    Ok(Idle { send, served: 0, since: Instant::now() })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hyper_util::rt::TokioIo;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::proxy::upstream::UpstreamIo;
+
+    /// An HTTP/1.1 client connection to a real socket; the server end is returned to keep open.
+    async fn connection() -> (http1::SendRequest<Body>, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let io = UpstreamIo::Plain(TokioIo::new(c.unwrap()));
+        let (send, conn) = http1::handshake::<_, Body>(io).await.unwrap();
+        tokio::spawn(conn);
+        (send, s.unwrap().0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_are_reused_newest_first_until_the_idle_timeout() {
+        let idle = IdleConns::default();
+        let (old, _s1) = connection().await;
+        idle.lock().push(Idle { send: old, served: 7, since: Instant::now() });
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let (new, _s2) = connection().await;
+        idle.lock().push(Idle { send: new, served: 1, since: Instant::now() });
+        assert_eq!(idle.len(), 2);
+
+        let c = idle.take(Some(Duration::from_secs(10))).expect("an idle connection");
+        assert_eq!(c.served, 1, "the newest first");
+        idle.lock().push(c);
+
+        tokio::time::advance(Duration::from_secs(5)).await;
+        // The old one has been idle 11 s, the new one 5 s.
+        let c = idle.take(Some(Duration::from_secs(10))).expect("the new connection");
+        assert_eq!(c.served, 1);
+        assert!(idle.is_empty(), "the old connection is closed, not kept");
+    }
+
+    #[tokio::test]
+    async fn closed_connections_are_not_handed_out() {
+        let idle = IdleConns::default();
+        let (send, server) = connection().await;
+        idle.lock().push(Idle { send, served: 1, since: Instant::now() });
+        drop(server);
+        // hyper notices the peer's close on its next read.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !idle.lock().iter().all(|c| c.send.is_closed()) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("hyper sees the close");
+        assert!(idle.take(None).is_none());
+    }
+}
