@@ -6,19 +6,17 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mesh_ca::{CaConfig, CaOptions};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Pods on 127.NET.x.y, apart from the other suites' address blocks.
+mod common;
 const NET: u8 = 170;
-const TOKEN: &str = "token-node-a-plaintext-0123456789";
 
 fn ip(sub: u8, host: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, NET, sub, host))
@@ -100,44 +98,11 @@ struct Harness {
 
 async fn start() -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::create_dir(d.join("model")).unwrap();
-    std::fs::write(d.join("model/mesh.yaml"), model()).unwrap();
-    std::fs::write(d.join("tokens"), format!("node-a {TOKEN}\n")).unwrap();
-    std::fs::write(d.join("node-a.token"), TOKEN).unwrap();
-    std::fs::write(
-        d.join("ca.yaml"),
-        "trustDomain: cluster.local\ndefaultTtl: 1h\nmaxTtl: 2d\nmodel: [model]\nnodeTokensFile: tokens\n",
-    )
-    .unwrap();
-    let config = CaConfig::load(&d.join("ca.yaml")).unwrap();
-    let ca = mesh_ca::start(CaOptions {
-        config,
-        state_dir: d.join("state"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-    })
-    .await
-    .unwrap();
-    std::fs::write(d.join("root.pem"), &ca.root_pem).unwrap();
+    let ca = common::start_ca(dir.path(), &model()).await;
     start_backend("web-v1", SocketAddr::new(ip(2, 10), 8080)).await;
     start_backend("web-canary", SocketAddr::new(ip(2, 11), 8080)).await;
-    let config = waypoint::config::Config {
-        namespace: "demo".into(),
-        gateway: "waypoint".into(),
-        pod: "waypoint-0".into(),
-        node: "node-a".into(),
-        ca_address: format!("https://{}", ca.local_addr),
-        ca_root: d.join("root.pem"),
-        token_file: d.join("node-a.token"),
-        model: vec![d.join("model")],
-        hbone_addr: SocketAddr::new(ip(1, 250), 15008),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        metrics_addr: "127.0.0.1:0".parse().unwrap(),
-        readiness_addr: "127.0.0.1:0".parse().unwrap(),
-        plaintext_http_addr: Some("127.0.0.1:0".parse().unwrap()),
-        drain_deadline: Duration::from_secs(1),
-        ..waypoint::config::Config::default()
-    };
+    let mut config = common::waypoint_config(dir.path(), &ca, SocketAddr::new(ip(1, 250), 15008));
+    config.plaintext_http_addr = Some("127.0.0.1:0".parse().unwrap());
     let waypoint = waypoint::ctx::start(config, None).await.unwrap();
     Harness { _dir: dir, _ca: ca, waypoint }
 }
