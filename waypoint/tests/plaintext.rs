@@ -22,29 +22,12 @@ fn ip(sub: u8, host: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, NET, sub, host))
 }
 
-fn pod(name: &str, labels: &str, ip: IpAddr) -> String {
-    format!(
-        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: demo, labels: {{{labels}}}}}\n\
-         spec:\n  nodeName: node-a\n  serviceAccountName: {name}\n  containers:\n  - name: app\n    image: echo\n\
-         status: {{phase: Running, podIP: {ip}}}\n"
-    )
-}
-
 /// Namespace `demo` using waypoint `demo/waypoint`; Services `web` (pod web-v1) and
 /// `web-canary` (pod web-canary) whose pods are out of the mesh; a VirtualService on `web`.
 fn model() -> String {
-    let mut y = String::from(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n  labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}\n\
-         ---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: waypoint, namespace: demo}\n\
-         spec:\n  gatewayClassName: istio-waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n",
-    );
-    y += &pod(
-        "waypoint-0",
-        "gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none",
-        ip(1, 250),
-    );
-    y += &pod("web-v1", "app: web, istio.io/dataplane-mode: none", ip(2, 10));
-    y += &pod("web-canary", "app: web-canary, istio.io/dataplane-mode: none", ip(2, 11));
+    let mut y = common::demo_namespace_with_waypoint(ip(1, 250));
+    y += &common::demo_pod("web-v1", "app: web, istio.io/dataplane-mode: none", ip(2, 10));
+    y += &common::demo_pod("web-canary", "app: web-canary, istio.io/dataplane-mode: none", ip(2, 11));
     for (i, app) in ["web", "web-canary"].iter().enumerate() {
         y += &format!(
             "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {app}, namespace: demo}}\n\

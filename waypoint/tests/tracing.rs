@@ -31,27 +31,10 @@ fn ip(net: u8, sub: u8, host: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, net, sub, host))
 }
 
-fn pod(name: &str, labels: &str, ip: IpAddr) -> String {
-    format!(
-        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: demo, labels: {{{labels}}}}}\n\
-         spec:\n  nodeName: node-a\n  serviceAccountName: {name}\n  containers:\n  - name: app\n    image: echo\n\
-         status: {{phase: Running, podIP: {ip}}}\n"
-    )
-}
-
 /// Namespace `demo` with waypoint `demo/waypoint`; Service `web` (pod web-v1, out of the mesh).
 fn model(net: u8, extra: &str) -> String {
-    let mut y = String::from(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n  labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}\n\
-         ---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: waypoint, namespace: demo}\n\
-         spec:\n  gatewayClassName: istio-waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n",
-    );
-    y += &pod(
-        "waypoint-0",
-        "gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none",
-        ip(net, 1, 250),
-    );
-    y += &pod("web-v1", "app: web, istio.io/dataplane-mode: none", ip(net, 2, 10));
+    let mut y = common::demo_namespace_with_waypoint(ip(net, 1, 250));
+    y += &common::demo_pod("web-v1", "app: web, istio.io/dataplane-mode: none", ip(net, 2, 10));
     y += &format!(
         "---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: demo}}\n\
          spec:\n  clusterIP: 10.{net}.0.1\n  selector: {{app: web}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n"

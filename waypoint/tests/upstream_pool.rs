@@ -29,28 +29,12 @@ fn ip(sub: u8, host: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, NET, sub, host))
 }
 
-fn pod(name: &str, labels: &str, ip: IpAddr) -> String {
-    format!(
-        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: demo, labels: {{{labels}}}}}\n\
-         spec: {{nodeName: node-a, serviceAccountName: {name}}}\nstatus: {{phase: Running, podIP: {ip}}}\n"
-    )
-}
-
 /// Services `reuse` (no policy), `capped` (3 requests per connection) and `narrow` (one
 /// connection, one pending request), each with one pod outside the mesh.
 fn model(sub: u8) -> String {
-    let mut y = String::from(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n  labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}\n\
-         ---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: waypoint, namespace: demo}\n\
-         spec:\n  gatewayClassName: istio-waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n",
-    );
-    y += &pod(
-        "waypoint-0",
-        "gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none",
-        ip(sub, 250),
-    );
+    let mut y = common::demo_namespace_with_waypoint(ip(sub, 250));
     for (i, app) in ["reuse", "capped", "narrow"].iter().enumerate() {
-        y += &pod(
+        y += &common::demo_pod(
             &format!("{app}-0"),
             &format!("app: {app}, istio.io/dataplane-mode: none"),
             ip(sub, i as u8 + 10),

@@ -32,6 +32,28 @@ pub fn ip(net: u8, sub: u8, host: u8) -> IpAddr {
 
 pub use mesh_e2e::conformance::BACKENDS;
 
+/// A pod of namespace `demo` on node-a, with its own ServiceAccount.
+pub fn demo_pod(name: &str, labels: &str, ip: IpAddr) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: demo, labels: {{{labels}}}}}\n\
+         spec: {{nodeName: node-a, serviceAccountName: {name}}}\nstatus: {{phase: Running, podIP: {ip}}}\n"
+    )
+}
+
+/// Namespace `demo` in the ambient mesh using waypoint `demo/waypoint`, its Gateway, and the
+/// waypoint's pod `waypoint-0` (out of the mesh itself) on `waypoint_ip`.
+pub fn demo_namespace_with_waypoint(waypoint_ip: IpAddr) -> String {
+    String::from(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n  labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}\n\
+         ---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: waypoint, namespace: demo}\n\
+         spec:\n  gatewayClassName: istio-waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n",
+    ) + &demo_pod(
+        "waypoint-0",
+        "gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none",
+        waypoint_ip,
+    )
+}
+
 /// The base model on loopback (see `mesh_e2e::conformance::base`). Service VIPs: a
 /// 10.<net>.0.1, b 10.<net>.0.2, mirror 10.<net>.0.3.
 pub fn base_model(net: u8) -> String {
