@@ -16,12 +16,15 @@
 //! Fairness: both proxies get the same number of worker threads (`--concurrency` for Envoy,
 //! `TOKIO_WORKER_THREADS` for the waypoint; default 1, `L7_BENCH_CONCURRENCY` to change);
 //! access logs are off in both (Envoy: no `access_log`; waypoint: log level `warn`, which
-//! filters the INFO access-log events). CPUs: saturation runs leave every process free to use
-//! every CPU (the proxy saturates its worker, competing with h2load and the backend as on any
-//! shared machine). Latency runs, when the machine has more CPUs than proxy workers, pin both
-//! proxies to the last `concurrency` CPUs and everything else (this process and its fixed-rate
-//! client, the backend, mesh-ca) to the others, so the clients' scheduling noise stays out of
-//! the proxy's latency; `L7_BENCH_PIN=0` leaves latency runs unpinned too.
+//! filters the INFO access-log events). CPUs: when the machine has more CPUs than proxy
+//! workers, both proxies are pinned to the last `concurrency` CPUs and everything else (this
+//! process, h2load, the fixed-rate client, the backend, mesh-ca) to the others, for saturation
+//! and latency runs alike. Unpinned, a proxy's requests per CPU-second depend on where the
+//! scheduler puts it: sharing a CPU with h2load it reads and writes bigger batches, so Envoy's
+//! HTTP/2 figure came out at 14k or 23k in consecutive unpinned runs of the same build. A
+//! dedicated core is what "requests per core" means. `L7_BENCH_PIN=0` leaves everything
+//! unpinned. Saturation runs interleave the three paths in each repetition, and the goals table
+//! shows the median and range of the per-repetition ratios.
 //!
 //! Run: `cargo build --release -p mesh-ca -p waypoint && ENVOY_BIN=... cargo bench -p waypoint
 //! --bench l7` (add `-- --quick` for a short smoke run).
@@ -72,19 +75,22 @@ struct Plan {
     concurrency: usize,
     /// CPU split, when pinned.
     pinning: Option<Pinning>,
+    /// CPUs of the machine, counted before this process is pinned (count).
+    cpus: usize,
 }
 
 impl Plan {
     fn new(quick: bool, concurrency: usize) -> Self {
         let s = |ms| Duration::from_millis(if quick { ms / 4 } else { ms });
         Plan {
-            reps: if quick { 1 } else { 3 },
+            reps: if quick { 1 } else { 5 },
             warmup: s(1000),
             saturation: s(6000),
             latency: s(6000),
             rate: 1000,
             concurrency,
             pinning: Pinning::plan(concurrency),
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         }
     }
 }
@@ -198,15 +204,13 @@ impl Proc {
 }
 
 /// A free loopback port (bound and released; the tiny race is acceptable for a bench).
-/// How CPUs are split between the proxies and everything else for latency runs.
+/// How CPUs are split between the proxies and everything else.
 #[derive(Debug, Clone)]
 struct Pinning {
     /// CPU list for the proxies (taskset syntax).
     proxies: String,
     /// CPU list for this process, its children and the load.
     rest: String,
-    /// Every CPU (saturation runs).
-    all: String,
 }
 
 impl Pinning {
@@ -219,19 +223,42 @@ impl Pinning {
             return None;
         }
         let list = |r: std::ops::Range<usize>| r.map(|c| c.to_string()).collect::<Vec<_>>().join(",");
-        Some(Pinning { proxies: list(n - concurrency..n), rest: list(0..n - concurrency), all: list(0..n) })
+        Some(Pinning { proxies: list(n - concurrency..n), rest: list(0..n - concurrency) })
     }
 
-    /// Pins for a latency run (`true`) or frees every process for a saturation run.
-    fn apply(&self, s: &Setup, latency: bool) -> anyhow::Result<()> {
-        let (proxies, rest) = if latency { (&self.proxies, &self.rest) } else { (&self.all, &self.all) };
+    /// Pins the proxies and everything else (h2load, a child of this process, inherits).
+    fn apply(&self, s: &Setup) -> anyhow::Result<()> {
         for p in [&s.waypoint, &s.envoy] {
-            pin(p.pid(), proxies)?;
+            pin(p.pid(), &self.proxies)?;
         }
         for pid in [std::process::id(), s._backend.pid(), s._ca.pid()] {
-            pin(pid, rest)?;
+            pin(pid, &self.rest)?;
         }
         Ok(())
+    }
+}
+
+/// Holds a PM QoS CPU latency request of 0 µs while alive, as cyclictest and tuned's
+/// latency-performance profile do: idle CPUs poll instead of halting. On a VM a halted vCPU
+/// takes the hypervisor's wakeup path, which added 1–10 ms tails to every proxied request
+/// (the proxies sit on another CPU than the client) and none to direct ones. CPU accounting
+/// is unchanged: polling is idle time. Without root the request is skipped and said so.
+struct LatencyQos(Option<std::fs::File>);
+
+impl LatencyQos {
+    fn hold() -> LatencyQos {
+        use std::io::Write;
+        let f = std::fs::OpenOptions::new().write(true).open("/dev/cpu_dma_latency").and_then(|mut f| {
+            f.write_all(&0i32.to_ne_bytes())?;
+            Ok(f)
+        });
+        match f {
+            Ok(f) => LatencyQos(Some(f)),
+            Err(e) => {
+                eprintln!("/dev/cpu_dma_latency: {e}; latency runs use the default idle states");
+                LatencyQos(None)
+            }
+        }
     }
 }
 
@@ -307,8 +334,7 @@ async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
 /// `--serve-backend ADDR`: answers every request (HTTP/1.1 or h2c) with 1 KiB after reading
 /// the body.
 fn serve_backend(addr: SocketAddr) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async move {
+    runtime()?.block_on(async move {
         let l = TcpListener::bind(addr).await?;
         let body = Bytes::from(vec![b'x'; BODY_SIZE]);
         loop {
@@ -814,6 +840,9 @@ async fn run() -> anyhow::Result<()> {
     let h2load = h2load_bin()?;
     let tick = clock_ticks();
     let mut s = setup(&plan).await?;
+    if let Some(p) = &plan.pinning {
+        p.apply(&s)?;
+    }
 
     // Both proxies answer the load's request through the `api` route with its header.
     let paths = [
@@ -841,11 +870,10 @@ async fn run() -> anyhow::Result<()> {
         "Loopback, {} CPU core(s), {}. Proxy worker threads: {} (Envoy `--concurrency`, waypoint \
          `TOKIO_WORKER_THREADS`). Access logs off in both. 1 KiB POST bodies, 1 KiB responses; route \
          `api` of three (prefix + header match, prefix match, default), response header `x-route` set.",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        plan.cpus,
         match &plan.pinning {
             Some(p) => format!(
-                "saturation unpinned (proxy, h2load and backend share the cores); latency runs with the proxies \
-                 pinned to CPU {} and the fixed-rate client, backend and mesh-ca to CPU {}",
+                "the proxies pinned to CPU {} and h2load, the fixed-rate client, backend and mesh-ca to CPU {}",
                 p.proxies, p.rest
             ),
             None => "nothing pinned: clients, backend and proxy share the cores".to_string(),
@@ -856,15 +884,22 @@ async fn run() -> anyhow::Result<()> {
         "Saturation: h2load {:.1} s (32 requests in flight: HTTP/1.1 -c 32; h2c -c 4 -m 8), after {:.1} s \
          warm-up; req/CPU-s = completed requests / proxy (utime+stime). Latency: open loop at {} req/s, \
          {:.1} s per path per repetition in 1 s slices rotating over the paths, from each request's \
-         scheduled time; percentiles over all samples. Saturation: medians of {} repetition(s).\n",
+         scheduled time; percentiles over all samples; {}. Saturation: medians of {} repetition(s).\n",
         plan.saturation.as_secs_f64(),
         plan.warmup.as_secs_f64(),
         plan.rate,
         plan.latency.as_secs_f64(),
+        if LatencyQos::hold().0.is_some() {
+            "idle CPUs kept polling (PM QoS CPU latency 0 µs) during latency runs"
+        } else {
+            "default idle states (no access to /dev/cpu_dma_latency)"
+        },
         plan.reps
     );
 
     let mut results: Vec<(Proto, Target, Row)> = Vec::new();
+    // Per repetition, waypoint / Envoy requests per CPU-second (the paths ran back to back).
+    let mut ratios: Vec<(Proto, Vec<f64>)> = Vec::new();
     for proto in protos() {
         let mut sat: Vec<Vec<Saturation>> = vec![Vec::new(); 3];
         let mut lat: Vec<Vec<u64>> = vec![Vec::new(); 3];
@@ -879,9 +914,6 @@ async fn run() -> anyhow::Result<()> {
         let slice = plan.latency.min(Duration::from_secs(1));
         let slices = (plan.latency.as_secs_f64() / slice.as_secs_f64()).ceil() as usize;
         for rep in 0..plan.reps {
-            if let Some(p) = &plan.pinning {
-                p.apply(&s, false)?;
-            }
             for (i, (path, addr)) in paths.iter().enumerate() {
                 eprintln!("[{} rep {}] {}: saturation", proto.name(), rep + 1, path.name());
                 let proxy = match path {
@@ -892,14 +924,13 @@ async fn run() -> anyhow::Result<()> {
                 sat[i].push(saturate(&h2load, proto, *addr, &s.body_file, proxy, &plan, tick).await?);
             }
             eprintln!("[{} rep {}] latency, {slices} slice(s) per path", proto.name(), rep + 1);
-            if let Some(p) = &plan.pinning {
-                p.apply(&s, true)?;
-            }
+            let qos = LatencyQos::hold();
             for _ in 0..slices {
                 for (i, c) in clients.iter().enumerate() {
                     lat[i].extend(c.run(plan.rate, slice).await?);
                 }
             }
+            drop(qos);
             s.envoy.check_alive()?;
             s.waypoint.check_alive()?;
         }
@@ -922,21 +953,37 @@ async fn run() -> anyhow::Result<()> {
             );
         }
         if let Some(text) = http_text(s.waypoint_metrics, "/metrics").await {
-            let buckets: Vec<&str> = text
-                .lines()
-                .filter(|l| l.starts_with("istio_request_duration_milliseconds_bucket") && !l.ends_with(" 0"))
-                .filter_map(|l| l.split("le=").nth(1))
-                .take(6)
-                .collect();
-            eprintln!("[{}] waypoint's own request durations (cumulative, ms): {buckets:?}", proto.name());
+            // Summed over the label sets (HTTP/1.1 and HTTP/2 requests carry different ones).
+            let mut buckets: Vec<(String, u64)> = Vec::new();
+            for l in text.lines().filter(|l| l.starts_with("istio_request_duration_milliseconds_bucket")) {
+                let (Some(le), Some(n)) = (
+                    l.split("le=\"").nth(1).and_then(|r| r.split('"').next()),
+                    l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()),
+                ) else {
+                    continue;
+                };
+                match buckets.iter_mut().find(|b| b.0 == le) {
+                    Some(b) => b.1 += n,
+                    None => buckets.push((le.to_string(), n)),
+                }
+            }
+            let buckets: Vec<String> =
+                buckets.iter().filter(|b| b.1 > 0).take(6).map(|(le, n)| format!("le {le}: {n}")).collect();
+            eprintln!(
+                "[{}] waypoint's own request durations, saturation and latency runs (cumulative, ms): {buckets:?}",
+                proto.name()
+            );
         }
+        let per_cpu_of = |x: &Saturation| if x.cpu > 0.0 { x.done as f64 / x.cpu } else { f64::NAN };
+        ratios
+            .push((proto, sat[2].iter().zip(&sat[1]).map(|(w, e)| per_cpu_of(w) / per_cpu_of(e)).collect()));
         for (i, (path, _)) in paths.iter().enumerate() {
             let rss = match path {
                 Target::Direct => f64::NAN,
                 Target::Envoy => s.envoy.rss_kib()? as f64 / 1024.0,
                 Target::Waypoint => s.waypoint.rss_kib()? as f64 / 1024.0,
             };
-            let per_cpu = sat[i].iter().map(|x| if x.cpu > 0.0 { x.done as f64 / x.cpu } else { f64::NAN });
+            let per_cpu = sat[i].iter().map(per_cpu_of);
             let row = Row {
                 rps: median(sat[i].iter().map(|x| x.rps).collect()),
                 per_cpu: median(per_cpu.collect()),
@@ -979,24 +1026,30 @@ async fn run() -> anyhow::Result<()> {
 
     println!("\n## Goals (waypoint vs Envoy)\n");
     println!(
-        "| protocol | req per CPU-s: waypoint / Envoy (goal ≥ 2×) | added p99: waypoint / Envoy (goal ≤ 0.5×) |"
+        "| protocol | req per CPU-s: waypoint / Envoy (goal ≥ 2×) | per-repetition ratios, min–max | added p99: waypoint / Envoy (goal ≤ 0.5×) |"
     );
-    println!("|---|---|---|");
+    println!("|---|---|---|---|");
     for proto in protos() {
         let (d, e, w) =
             (find(proto, Target::Direct), find(proto, Target::Envoy), find(proto, Target::Waypoint));
         let ratio = w.per_cpu / e.per_cpu;
+        let reps = ratios.iter().find(|r| r.0 == proto).map(|r| r.1.clone()).unwrap_or_default();
+        let lo = reps.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = reps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let (ea, wa) = (e.p99 - d.p99, w.p99 - d.p99);
         // An added latency at or below the noise floor counts as zero.
         let lat_ratio = wa.max(0.0) / ea.max(1.0);
         let verdict = |ok: bool| if ok { "pass" } else { "FAIL" };
         println!(
-            "| {} | {:.2}× ({:.0} vs {:.0}) {} | {:.2}× ({:.0} µs vs {:.0} µs) {} |",
+            "| {} | {:.2}× ({:.0} vs {:.0}) {} | {:.2}×–{:.2}× (median {:.2}×) | {:.2}× ({:.0} µs vs {:.0} µs) {} |",
             proto.name(),
             ratio,
             w.per_cpu,
             e.per_cpu,
             verdict(ratio >= 2.0),
+            lo,
+            hi,
+            median(reps),
             lat_ratio,
             wa,
             ea,
@@ -1012,7 +1065,24 @@ fn main() -> anyhow::Result<()> {
         let addr: SocketAddr = args.get(i + 1).context("--serve-backend ADDR")?.parse()?;
         return serve_backend(addr);
     }
-    // The load generator's own runtime: 2 threads, like the machine.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(run())
+    runtime()?.block_on(run())
+}
+
+/// The runtime of the load generator and of the backend: on one CPU a current-thread runtime,
+/// so that a request's tasks never wait for another thread to be scheduled on that CPU.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    match load_threads() {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    }
+}
+
+/// Worker threads of the load generator's and the backend's runtimes: one per CPU they may use.
+fn load_threads() -> usize {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let concurrency = std::env::var("L7_BENCH_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    match Pinning::plan(concurrency) {
+        Some(_) => cpus.saturating_sub(concurrency).max(1),
+        None => cpus,
+    }
 }
