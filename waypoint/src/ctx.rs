@@ -9,10 +9,10 @@ use arc_swap::ArcSwap;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use mesh_api::SpiffeId;
-use mesh_hbone::{ClientCerts, Dialer, HboneError, Pool, PoolKey, PoolSettings};
+use mesh_hbone::{Dialer, ManagedCerts, Pool, PoolKey, PoolSettings};
 use mesh_identity::{
-    CaClientConfig, CaClientError, CertManager, CertManagerConfig, Identity, TrustBundle, WorkloadCert,
-    bootstrap_node, server_config,
+    CaClientConfig, CaClientError, CertManager, CertManagerConfig, Identity, TrustBundle, bootstrap_node,
+    server_config,
 };
 use mesh_model::{ConfigStore, MeshConfig, Model, ModelHandle};
 use mesh_telemetry::{HttpMetrics, LogHandle, Metrics, Registry};
@@ -110,30 +110,6 @@ pub fn compile(
     let ratelimit =
         crate::ratelimit::RateLimits::build(model, waypoint, &routes, previous.map(|p| &p.ratelimit));
     Compiled { generation: model.generation(), routes, security, tracing: trace, ratelimit }
-}
-
-/// Client certificates for the pool: always the waypoint's own.
-#[derive(Debug)]
-struct OwnCerts {
-    certs: CertManager,
-    trust: Arc<TrustBundle>,
-}
-
-impl ClientCerts for OwnCerts {
-    fn cert(&self, id: &SpiffeId) -> BoxFuture<'_, Result<Arc<WorkloadCert>, HboneError>> {
-        let id = id.clone();
-        async move {
-            self.certs
-                .fetch(&id)
-                .await
-                .map_err(|e| HboneError::Certificate { identity: id, source: Arc::new(e) })
-        }
-        .boxed()
-    }
-
-    fn trust(&self) -> Arc<TrustBundle> {
-        self.trust.clone()
-    }
 }
 
 /// Dials upstream HBONE from the waypoint pod's own address (when the HBONE listener names
@@ -262,7 +238,7 @@ pub async fn start(config: Config, log: Option<LogHandle>) -> Result<Waypoint, S
 
     let pool = Pool::new(
         PoolSettings::default(),
-        Arc::new(OwnCerts { certs: certs.clone(), trust: trust.clone() }),
+        Arc::new(ManagedCerts { certs: certs.clone(), trust: trust.clone() }),
         Arc::new(BindDialer(Some(config.hbone_addr.ip()).filter(|ip| !ip.is_unspecified()))),
     );
     let mut registry = Registry::default();

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use mesh_hbone::{ClientCerts, Dialer, HboneError, Pool, PoolKey, PoolSettings};
+use mesh_hbone::{Dialer, ManagedCerts, Pool, PoolKey, PoolSettings};
 use mesh_identity::{
     CaClientConfig, CaClientError, CertManager, CertManagerConfig, Identity, SpiffeId, TrustBundle,
-    WorkloadCert, bootstrap_node, server_config,
+    bootstrap_node, server_config,
 };
 use mesh_model::{ConfigStore, MeshConfig, Model, ModelHandle, Workload};
 use mesh_policy::{AuthzIndex, AuthzPolicies};
@@ -175,30 +175,6 @@ impl ServerTlsCache {
                 None
             }
         }
-    }
-}
-
-/// Client certificates for the pool, from the cert manager.
-#[derive(Debug)]
-struct ManagedCerts {
-    certs: CertManager,
-    trust: Arc<TrustBundle>,
-}
-
-impl ClientCerts for ManagedCerts {
-    fn cert(&self, id: &SpiffeId) -> BoxFuture<'_, Result<Arc<WorkloadCert>, HboneError>> {
-        let id = id.clone();
-        async move {
-            self.certs
-                .fetch(&id)
-                .await
-                .map_err(|e| HboneError::Certificate { identity: id, source: Arc::new(e) })
-        }
-        .boxed()
-    }
-
-    fn trust(&self) -> Arc<TrustBundle> {
-        self.trust.clone()
     }
 }
 

@@ -19,7 +19,9 @@ pub use connect::{
     forwarded_value, parse_connect, parse_forwarded_for,
 };
 pub use error::HboneError;
-pub use pool::{ClientCerts, Dialer, Pool, PoolKey, PoolSettings, PoolStats, StaticCerts, TcpDialer};
+pub use pool::{
+    ClientCerts, Dialer, ManagedCerts, Pool, PoolKey, PoolSettings, PoolStats, StaticCerts, TcpDialer,
+};
 pub use server::{ConnectHandler, HboneServer, Responder, ServerSettings, ServerTls};
 pub use stream::H2Stream;
 

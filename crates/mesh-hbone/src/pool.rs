@@ -17,7 +17,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use h2::client::SendRequest;
 use mesh_api::SpiffeId;
-use mesh_identity::{TrustBundle, WorkloadCert, client_config};
+use mesh_identity::{CertManager, TrustBundle, WorkloadCert, client_config};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -165,6 +165,31 @@ impl ClientCerts for StaticCerts {
             .cloned()
             .ok_or_else(|| HboneError::Certificate { identity: id.clone(), source: Arc::new(NotHeld) });
         futures::future::ready(r).boxed()
+    }
+
+    fn trust(&self) -> Arc<TrustBundle> {
+        self.trust.clone()
+    }
+}
+
+/// Certificates from a [`CertManager`]: fetched (and renewed) by the manager on first use of
+/// an identity. What the ztunnel and the waypoint give their pools.
+#[derive(Debug)]
+pub struct ManagedCerts {
+    pub certs: CertManager,
+    pub trust: Arc<TrustBundle>,
+}
+
+impl ClientCerts for ManagedCerts {
+    fn cert(&self, id: &SpiffeId) -> BoxFuture<'_, Result<Arc<WorkloadCert>, HboneError>> {
+        let id = id.clone();
+        async move {
+            self.certs
+                .fetch(&id)
+                .await
+                .map_err(|e| HboneError::Certificate { identity: id, source: Arc::new(e) })
+        }
+        .boxed()
     }
 
     fn trust(&self) -> Arc<TrustBundle> {
