@@ -29,11 +29,7 @@ fn model() -> String {
     y += &common::demo_pod("web-v1", "app: web, istio.io/dataplane-mode: none", ip(2, 10));
     y += &common::demo_pod("web-canary", "app: web-canary, istio.io/dataplane-mode: none", ip(2, 11));
     for (i, app) in ["web", "web-canary"].iter().enumerate() {
-        y += &format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {app}, namespace: demo}}\n\
-             spec:\n  clusterIP: 10.{NET}.0.{}\n  selector: {{app: {app}}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n",
-            i + 1
-        );
+        y += &common::demo_service(app, &format!("10.{NET}.0.{}", i + 1), "http");
     }
     y += "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web, namespace: demo}\n\
           spec:\n  hosts: [web]\n  http:\n\

@@ -35,10 +35,7 @@ fn ip(net: u8, sub: u8, host: u8) -> IpAddr {
 fn model(net: u8, extra: &str) -> String {
     let mut y = common::demo_namespace_with_waypoint(ip(net, 1, 250));
     y += &common::demo_pod("web-v1", "app: web, istio.io/dataplane-mode: none", ip(net, 2, 10));
-    y += &format!(
-        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: demo}}\n\
-         spec:\n  clusterIP: 10.{net}.0.1\n  selector: {{app: web}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n"
-    );
+    y += &common::demo_service("web", &format!("10.{net}.0.1"), "http");
     y + extra
 }
 

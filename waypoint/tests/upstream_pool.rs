@@ -39,11 +39,7 @@ fn model(sub: u8) -> String {
             &format!("app: {app}, istio.io/dataplane-mode: none"),
             ip(sub, i as u8 + 10),
         );
-        y += &format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {app}, namespace: demo}}\n\
-             spec:\n  clusterIP: 10.{NET}.0.{}\n  selector: {{app: {app}}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n",
-            i + 1
-        );
+        y += &common::demo_service(app, &format!("10.{NET}.0.{}", i + 1), "http");
     }
     y += "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: capped, namespace: demo}\n\
           spec:\n  host: capped\n  trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 3}}}\n\

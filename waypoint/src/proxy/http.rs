@@ -395,9 +395,10 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body
         let sent = async {
             if use_h2 {
                 *up.version_mut() = http::Version::HTTP_2;
-                match ctx.upstreams.http2.request(up).await {
-                    Ok(r) => Ok((r, None)),
+                match pool::send_h2(&ctx.upstreams.connector, &cluster, &pick.endpoint, up).await {
+                    Ok((r, lease)) => Ok((r, Some(lease))),
                     Err(e) if e.is_connect() => Err(SendFailure::Connect(e.to_string())),
+                    Err(e) if e.is_refused_stream() => Err(SendFailure::Refused(e.to_string())),
                     Err(e) => Err(SendFailure::Reset(e.to_string())),
                 }
             } else {
@@ -429,6 +430,10 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body
             Some(Err(SendFailure::Reset(e))) => {
                 rec.info.error = Some(format!("upstream {}: {e}", pick.endpoint.addr));
                 (AttemptOutcome::Reset, None)
+            }
+            Some(Err(SendFailure::Refused(e))) => {
+                rec.info.error = Some(format!("upstream {}: {e}", pick.endpoint.addr));
+                (AttemptOutcome::RefusedStream, None)
             }
             Some(Ok((r, lease))) => {
                 (AttemptOutcome::from_response(r.status(), r.headers(), None), Some((r, lease)))
@@ -514,6 +519,8 @@ enum SendFailure {
     Connect(String),
     /// The connection failed after the request was sent.
     Reset(String),
+    /// The HTTP/2 peer refused the stream without processing it.
+    Refused(String),
 }
 
 /// The origin-form target (`/path?query`) an HTTP/1.1 request line carries.

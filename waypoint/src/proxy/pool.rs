@@ -1,7 +1,9 @@
-//! HTTP/1.1 upstream connections, pooled per cluster endpoint. The idle connections of an
-//! endpoint live in its runtime state ([`crate::upstream::Endpoint`]), so taking one is a
-//! short lock and no map lookup; the newest idle connection is reused first (its socket and
-//! the peer's are the warmest). The DestinationRule's `connectionPool` applies here:
+//! Upstream HTTP connections, pooled per cluster endpoint. An endpoint's connections live in
+//! its runtime state ([`crate::upstream::Endpoint`]), so taking one is a short lock and no
+//! map lookup.
+//!
+//! HTTP/1.1: the newest idle connection is reused first (its socket and the peer's are the
+//! warmest). The DestinationRule's `connectionPool` applies here:
 //! `tcp.connectTimeout` bounds the dial, `tcp.maxConnections` caps the cluster's open
 //! connections (a request over it waits as pending, failing fast with `UO` past
 //! `http1MaxPendingRequests`), `http.maxRequestsPerConnection` retires a connection after that
@@ -10,13 +12,23 @@
 //! A connection goes back to the pool only when its response body has ended ([`Lease`]):
 //! HTTP/1.1 cannot start the next request mid-body. A request sent on a pooled connection that
 //! the peer closed meanwhile comes back unsent from hyper and goes out on another connection.
+//!
+//! HTTP/2 (h2c, gRPC): one multiplexed connection per endpoint, as Envoy keeps, dialled by the
+//! first request while the others wait for it. `tcp.connectTimeout` bounds the dial,
+//! `maxRequestsPerConnection` moves new streams to a fresh connection (the old one finishes its
+//! streams, then closes), and `idleTimeout` closes a connection without streams for that long.
+//! `tcp.maxConnections` does not apply: `http2MaxRequests` bounds HTTP/2 (see
+//! [`crate::upstream::Cluster`]).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::Request;
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
 use crate::proxy::upstream::{Body, ConnectError, MeshConnector};
@@ -80,7 +92,7 @@ pub enum SendError {
     ConnectTimeout(std::time::Duration),
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    #[error("HTTP/1.1 handshake: {0}")]
+    #[error("HTTP handshake: {0}")]
     Handshake(#[source] hyper::Error),
     #[error(transparent)]
     Request(hyper::Error),
@@ -91,29 +103,54 @@ impl SendError {
     pub fn is_connect(&self) -> bool {
         matches!(self, SendError::ConnectTimeout(_) | SendError::Connect(_) | SendError::Handshake(_))
     }
+
+    /// The HTTP/2 peer refused the stream (`RST_STREAM` with `REFUSED_STREAM`): it did not
+    /// process the request, so Istio's default policy retries it (`refused-stream`).
+    pub fn is_refused_stream(&self) -> bool {
+        let SendError::Request(e) = self else { return false };
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = source {
+            if let Some(h2) = err.downcast_ref::<h2::Error>() {
+                return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            }
+            source = err.source();
+        }
+        false
+    }
 }
 
-/// A connection carrying a response: [`Lease::release`] when its body has ended puts it back;
-/// dropping the lease closes it.
+/// A connection carrying a response: [`Lease::release`] when its body has ended puts an
+/// HTTP/1.1 connection back, and dropping the lease closes it. An HTTP/2 lease counts an open
+/// stream on the shared connection until it is released or dropped.
 #[derive(Debug)]
-pub struct Lease {
-    conn: Option<Idle>,
-    endpoint: Arc<Endpoint>,
-    cluster: Arc<Cluster>,
+pub struct Lease(Held);
+
+#[derive(Debug)]
+enum Held {
+    Http1 {
+        conn: Option<Idle>,
+        endpoint: Arc<Endpoint>,
+        cluster: Arc<Cluster>,
+    },
+    /// Held for its drop, which ends the stream.
+    Http2 {
+        _open: OpenStream,
+    },
 }
 
 impl Lease {
     /// The response body ended: the connection may carry another request.
-    pub fn release(mut self) {
-        let Some(mut c) = self.conn.take() else { return };
-        let spent = self.cluster.max_requests_per_connection().is_some_and(|max| c.served >= max);
+    pub fn release(self) {
+        let Held::Http1 { conn, endpoint, cluster } = self.0 else { return };
+        let Some(mut c) = conn else { return };
+        let spent = cluster.max_requests_per_connection().is_some_and(|max| c.served >= max);
         if spent || c.send.is_closed() {
             return;
         }
         c.since = Instant::now();
-        self.endpoint.state.idle.lock().push(c);
+        endpoint.state.idle.lock().push(c);
         // A request pending on tcp.maxConnections may take it.
-        self.cluster.notify_connection_available();
+        cluster.notify_connection_available();
     }
 }
 
@@ -160,7 +197,11 @@ pub async fn send(
         match conn.send.try_send_request(req).await {
             Ok(resp) => {
                 conn.served += 1;
-                let lease = Lease { conn: Some(conn), endpoint: endpoint.clone(), cluster: cluster.clone() };
+                let lease = Lease(Held::Http1 {
+                    conn: Some(conn),
+                    endpoint: endpoint.clone(),
+                    cluster: cluster.clone(),
+                });
                 return Ok((resp, lease));
             }
             Err(mut e) => match e.take_message() {
@@ -192,6 +233,125 @@ async fn open(
         }
     });
     Ok(Idle { send, served: 0, since: Instant::now() })
+}
+
+/// An endpoint's HTTP/2 connection, shared by its requests. The lock is held while dialling,
+/// so concurrent first requests share one dial.
+#[derive(Debug, Default)]
+pub struct H2Conn(tokio::sync::Mutex<Option<Multiplexed>>);
+
+/// One HTTP/2 connection.
+#[derive(Debug)]
+struct Multiplexed {
+    send: http2::SendRequest<Body>,
+    /// Streams it has been given.
+    served: u32,
+    streams: Arc<Streams>,
+}
+
+/// The open streams of an HTTP/2 connection and when the last one ended (for `idleTimeout`).
+#[derive(Debug)]
+struct Streams {
+    open: AtomicUsize,
+    idle_since: Mutex<Instant>,
+}
+
+impl Streams {
+    /// Whether no stream has been open for `t` or longer.
+    fn idle_for(&self, t: Duration) -> bool {
+        self.open.load(Ordering::Acquire) == 0
+            && self.idle_since.lock().unwrap_or_else(|e| e.into_inner()).elapsed() >= t
+    }
+}
+
+/// One open stream; its end marks the connection idle when it was the last.
+#[derive(Debug)]
+struct OpenStream(Arc<Streams>);
+
+impl OpenStream {
+    fn new(streams: Arc<Streams>) -> OpenStream {
+        streams.open.fetch_add(1, Ordering::AcqRel);
+        OpenStream(streams)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        // Stamp first: a reader that sees no open stream sees this stream's end time.
+        *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Sends `req` (absolute URI) to `endpoint` of `cluster` on its HTTP/2 connection, dialling
+/// one when there is none, it closed, it carried `maxRequestsPerConnection` streams or it sat
+/// idle past `idleTimeout`.
+pub async fn send_h2(
+    connector: &MeshConnector,
+    cluster: &Arc<Cluster>,
+    endpoint: &Arc<Endpoint>,
+    req: Request<Body>,
+) -> Result<(http::Response<Incoming>, Lease), SendError> {
+    let (mut send, stream) = {
+        let mut slot = endpoint.state.h2.0.lock().await;
+        let usable = slot.as_ref().is_some_and(|c| {
+            !c.send.is_closed()
+                && cluster.max_requests_per_connection().is_none_or(|max| c.served < max)
+                && !cluster.idle_timeout().is_some_and(|t| c.streams.idle_for(t))
+        });
+        if !usable {
+            // Dropping the old handle lets its connection finish its streams and close.
+            *slot = None;
+            // Boxed: the dial is a large future on a cold path (see `send`).
+            *slot = Some(Box::pin(open_h2(connector, cluster, endpoint.addr)).await?);
+        }
+        let c = slot.as_mut().expect("a connection was just put in the slot");
+        c.served += 1;
+        (c.send.clone(), OpenStream::new(c.streams.clone()))
+    };
+    send.ready().await.map_err(SendError::Request)?;
+    let resp = send.send_request(req).await.map_err(SendError::Request)?;
+    Ok((resp, Lease(Held::Http2 { _open: stream })))
+}
+
+/// Dials `addr` within the connect timeout and starts an HTTP/2 connection on it, closed by
+/// its task once it has had no stream for the cluster's `idleTimeout`.
+async fn open_h2(
+    connector: &MeshConnector,
+    cluster: &Cluster,
+    addr: SocketAddr,
+) -> Result<Multiplexed, SendError> {
+    let timeout = cluster.connect_timeout();
+    let io = tokio::time::timeout(timeout, connector.connect(addr))
+        .await
+        .map_err(|_| SendError::ConnectTimeout(timeout))??;
+    let (send, conn) =
+        http2::Builder::new(TokioExecutor::new()).handshake(io).await.map_err(SendError::Handshake)?;
+    let streams = Arc::new(Streams { open: AtomicUsize::new(0), idle_since: Mutex::new(Instant::now()) });
+    let idle_timeout = cluster.idle_timeout();
+    let watched = streams.clone();
+    tokio::spawn(async move {
+        tokio::pin!(conn);
+        loop {
+            let check = async {
+                match idle_timeout {
+                    Some(t) => tokio::time::sleep(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%addr, error = %e, "upstream HTTP/2 connection ended with an error");
+                    }
+                    return;
+                }
+                // Dropping the connection closes it; the handle in the pool then reads closed.
+                () = check => if idle_timeout.is_some_and(|t| watched.idle_for(t)) { return },
+            }
+        }
+    });
+    Ok(Multiplexed { send, served: 0, streams })
 }
 
 #[cfg(test)]
@@ -234,6 +394,21 @@ mod tests {
         let c = idle.take(Some(Duration::from_secs(10))).expect("the new connection");
         assert_eq!(c.served, 1);
         assert!(idle.is_empty(), "the old connection is closed, not kept");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_connection_is_idle_only_without_streams_for_the_idle_timeout() {
+        let streams = Arc::new(Streams { open: AtomicUsize::new(0), idle_since: Mutex::new(Instant::now()) });
+        let t = Duration::from_secs(10);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let stream = OpenStream::new(streams.clone());
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(!streams.idle_for(t), "a long stream keeps the connection busy");
+        drop(stream);
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(!streams.idle_for(t), "idle 9 s of 10");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(streams.idle_for(t), "idle for the whole timeout since the last stream ended");
     }
 
     #[tokio::test]

@@ -195,7 +195,8 @@ impl hyper::rt::Write for UpstreamIo {
 }
 
 /// The upstream clients: HTTP/1.1 and HTTP/2 (h2c prior knowledge, also gRPC). Routed
-/// HTTP/1.1 requests go through [`crate::proxy::pool`] on `connector`; mirrors use `http1`.
+/// requests go through [`crate::proxy::pool`] on `connector`; mirrors (fire-and-forget, no
+/// DestinationRule limits) use `http1` and `http2`.
 #[derive(Debug, Clone)]
 pub struct Upstreams {
     pub connector: MeshConnector,

@@ -99,6 +99,8 @@ pub(crate) struct HostState {
     ejection: Mutex<Ejection>,
     /// Pooled idle HTTP/1.1 connections to the endpoint.
     pub(crate) idle: crate::proxy::pool::IdleConns,
+    /// The HTTP/2 connection to the endpoint.
+    pub(crate) h2: crate::proxy::pool::H2Conn,
 }
 
 #[derive(Debug, Default)]

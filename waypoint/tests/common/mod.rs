@@ -40,6 +40,15 @@ pub fn demo_pod(name: &str, labels: &str, ip: IpAddr) -> String {
     )
 }
 
+/// Service `name` of namespace `demo` selecting `app: name`, port 80 named `port_name` to
+/// target port 8080.
+pub fn demo_service(name: &str, cluster_ip: &str, port_name: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\n\
+         spec:\n  clusterIP: {cluster_ip}\n  selector: {{app: {name}}}\n  ports: [{{name: {port_name}, port: 80, targetPort: 8080}}]\n"
+    )
+}
+
 /// Namespace `demo` in the ambient mesh using waypoint `demo/waypoint`, its Gateway, and the
 /// waypoint's pod `waypoint-0` (out of the mesh itself) on `waypoint_ip`.
 pub fn demo_namespace_with_waypoint(waypoint_ip: IpAddr) -> String {
