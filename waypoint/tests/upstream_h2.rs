@@ -1,9 +1,11 @@
 //! The waypoint's HTTP/2 upstream connections against real h2c backends: one multiplexed
 //! connection per endpoint carries concurrent requests, `maxRequestsPerConnection` moves new
-//! streams to a fresh connection, `tcp.connectTimeout` bounds the dial (503 `UF`), and a stream
-//! the backend refuses (`REFUSED_STREAM`) is retried under Istio's default retry policy. The
+//! streams to a fresh connection, `maxConcurrentStreams` opens another connection,
+//! `tcp.connectTimeout` bounds the dial (503 `UF`), `h2UpgradePolicy: UPGRADE` sends an `http`
+//! port's requests as HTTP/2, and a stream the backend refuses (`REFUSED_STREAM`) is retried
+//! under Istio's default retry policy. The
 //! waypoint runs in-process with its plaintext listener (real mesh-ca); the backends are pods
-//! outside the mesh, dialled in plain TCP, whose Service ports are named `http2`.
+//! outside the mesh, dialled in plain TCP.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -17,6 +19,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
 
 mod common;
 
@@ -27,46 +30,81 @@ fn ip(sub: u8, host: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, NET, sub, host))
 }
 
-/// Services `mux` (no policy), `capped` (3 requests per connection), `refuse` (no policy, so
-/// Istio's default retries) and `blackhole` (200 ms connect timeout), one pod each.
+/// The Services, one pod each (pod i on host i + 10), with their port names.
+const APPS: [(&str, &str); 6] = [
+    ("mux", "http2"),
+    ("capped", "http2"),
+    ("refuse", "http2"),
+    ("blackhole", "http2"),
+    ("upgrade", "http"),
+    ("streams", "http2"),
+];
+
+/// `mux` (no policy), `capped` (3 requests per connection), `refuse` (no policy, so Istio's
+/// default retries), `blackhole` (200 ms connect timeout), `upgrade` (an `http` port with
+/// `h2UpgradePolicy: UPGRADE`) and `streams` (2 concurrent streams per connection).
 fn model(sub: u8) -> String {
     let mut y = common::demo_namespace_with_waypoint(ip(sub, 250));
-    for (i, app) in ["mux", "capped", "refuse", "blackhole"].iter().enumerate() {
+    for (i, (app, port)) in APPS.iter().enumerate() {
         y += &common::demo_pod(
             &format!("{app}-0"),
             &format!("app: {app}, istio.io/dataplane-mode: none"),
             ip(sub, i as u8 + 10),
         );
-        y += &common::demo_service(app, &format!("10.{NET}.0.{}", i + 1), "http2");
+        y += &common::demo_service(app, &format!("10.{NET}.0.{}", i + 1), port);
     }
-    y += "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: capped, namespace: demo}\n\
-          spec:\n  host: capped\n  trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 3}}}\n\
-          ---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: blackhole, namespace: demo}\n\
-          spec:\n  host: blackhole\n  trafficPolicy: {connectionPool: {tcp: {connectTimeout: 200ms}}}\n";
+    for (host, pool) in [
+        ("capped", "{http: {maxRequestsPerConnection: 3}}"),
+        ("blackhole", "{tcp: {connectTimeout: 200ms}}"),
+        ("upgrade", "{http: {h2UpgradePolicy: UPGRADE}}"),
+        ("streams", "{http: {maxConcurrentStreams: 2}}"),
+    ] {
+        y += &format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {host}, namespace: demo}}\n\
+             spec:\n  host: {host}\n  trafficPolicy: {{connectionPool: {pool}}}\n"
+        );
+    }
     y
 }
 
-/// An h2c backend counting the connections and the requests it accepted.
-#[derive(Clone, Default)]
+/// The address of `app`'s pod.
+fn pod_addr(sub: u8, app: &str) -> SocketAddr {
+    let i = APPS.iter().position(|(a, _)| *a == app).expect("a known app");
+    SocketAddr::new(ip(sub, i as u8 + 10), 8080)
+}
+
+/// Permits of a backend's gate: taking them all holds every request.
+const GATE_PERMITS: u32 = 1 << 20;
+
+/// An h2c-only backend counting the connections and the requests it accepted; each request
+/// then takes a permit from `gate` (so a test can hold requests in the backend).
+#[derive(Clone)]
 struct Backend {
     connections: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
+    gate: Arc<Semaphore>,
 }
 
 async fn start_backend(addr: SocketAddr) -> Backend {
-    let b = Backend::default();
+    let b = Backend {
+        connections: Arc::default(),
+        requests: Arc::default(),
+        gate: Arc::new(Semaphore::new(GATE_PERMITS as usize)),
+    };
     let l = TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("bind {addr}: {e}"));
     let me = b.clone();
     tokio::spawn(async move {
         loop {
             let Ok((s, _)) = l.accept().await else { continue };
             me.connections.fetch_add(1, Ordering::SeqCst);
-            let requests = me.requests.clone();
+            let (requests, gate) = (me.requests.clone(), me.gate.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     requests.fetch_add(1, Ordering::SeqCst);
+                    let gate = gate.clone();
                     async move {
                         let _ = req.into_body().collect().await;
+                        let _permit = gate.acquire().await;
                         // Long enough for concurrent requests to overlap on the connection.
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
@@ -158,8 +196,8 @@ async fn get(h: &Harness, host: &str) -> (u16, String) {
 #[tokio::test]
 async fn concurrent_requests_share_one_connection_until_max_requests() {
     let sub = 2;
-    let mux = start_backend(SocketAddr::new(ip(sub, 10), 8080)).await;
-    let capped = start_backend(SocketAddr::new(ip(sub, 11), 8080)).await;
+    let mux = start_backend(pod_addr(sub, "mux")).await;
+    let capped = start_backend(pod_addr(sub, "capped")).await;
     let h = Arc::new(start(sub).await);
 
     let tasks: Vec<_> = (0..20)
@@ -188,7 +226,7 @@ async fn concurrent_requests_share_one_connection_until_max_requests() {
 #[tokio::test]
 async fn a_refused_stream_is_retried_under_istios_default_policy() {
     let sub = 3;
-    let seen = start_refusing_backend(SocketAddr::new(ip(sub, 12), 8080)).await;
+    let seen = start_refusing_backend(pod_addr(sub, "refuse")).await;
     let h = start(sub).await;
     assert_eq!(get(&h, "refuse").await, (200, "ok".to_string()), "the second attempt is answered");
     assert_eq!(
@@ -202,7 +240,7 @@ async fn a_refused_stream_is_retried_under_istios_default_policy() {
 #[tokio::test]
 async fn the_connect_timeout_bounds_the_dial() {
     let sub = 4;
-    let _blackhole = start_blackhole(SocketAddr::new(ip(sub, 13), 8080)).await;
+    let _blackhole = start_blackhole(pod_addr(sub, "blackhole")).await;
     let h = start(sub).await;
     let started = std::time::Instant::now();
     let (status, body) = get(&h, "blackhole").await;
@@ -213,5 +251,43 @@ async fn the_connect_timeout_bounds_the_dial() {
     // (over a minute).
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(600) && took < Duration::from_secs(10), "took {took:?}");
+    h.waypoint.shutdown().await;
+}
+
+#[tokio::test]
+async fn max_concurrent_streams_opens_another_connection_and_upgrade_makes_http2() {
+    let sub = 5;
+    let streams = start_backend(pod_addr(sub, "streams")).await;
+    let upgrade = start_backend(pod_addr(sub, "upgrade")).await;
+    let h = Arc::new(start(sub).await);
+
+    // Hold every request in the backend, so that all six streams are open at once.
+    let held = streams.gate.acquire_many(GATE_PERMITS).await.unwrap();
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { get(&h, "streams").await })
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while streams.requests.load(Ordering::SeqCst) < 6 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("six streams reach the backend: {}", streams.requests.load(Ordering::SeqCst)));
+    assert_eq!(
+        streams.connections.load(Ordering::SeqCst),
+        3,
+        "maxConcurrentStreams: 2 puts 6 streams on 3 connections"
+    );
+    drop(held);
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), (200, "ok".to_string()));
+    }
+
+    // The `upgrade` backend speaks only h2c: an HTTP/1.1 request would not be answered.
+    assert_eq!(get(&h, "upgrade").await, (200, "ok".to_string()), "h2UpgradePolicy: UPGRADE sends HTTP/2");
+    assert_eq!(upgrade.requests.load(Ordering::SeqCst), 1);
     h.waypoint.shutdown().await;
 }

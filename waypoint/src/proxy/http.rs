@@ -32,7 +32,7 @@ use crate::ctx::Ctx;
 use crate::proxy::headers::{add_forwarded, authority_of, request_id, strip_hop_by_hop};
 use crate::proxy::inbound::PortProtocol;
 use crate::proxy::pool;
-use crate::proxy::upstream::{Body, BoxError};
+use crate::proxy::upstream::{Body, BoxError, upstream_h2};
 use crate::route::{self, Action, AttemptOutcome, RequestInfo, RetryPolicy, WeightedDestination};
 use crate::trace::Traced;
 use crate::upstream::{Outcome, PickContext};
@@ -339,8 +339,7 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body
         rec.flag(ResponseFlag::UpstreamOverflow);
         return Ok(finish_local(rec, overflow_reply(), &conn, &rl));
     };
-    let use_h2 = matches!(conn.protocol, PortProtocol::Http2 | PortProtocol::Grpc)
-        || parts.version == http::Version::HTTP_2 && conn.protocol == PortProtocol::Unknown;
+    let use_h2 = upstream_h2(conn.protocol, parts.version, &parts.method, &cluster.policy().pool);
 
     let mut attempt = 0u32;
     let mut tried: Vec<SocketAddr> = Vec::new();

@@ -13,12 +13,13 @@
 //! HTTP/1.1 cannot start the next request mid-body. A request sent on a pooled connection that
 //! the peer closed meanwhile comes back unsent from hyper and goes out on another connection.
 //!
-//! HTTP/2 (h2c, gRPC): one multiplexed connection per endpoint, as Envoy keeps, dialled by the
-//! first request while the others wait for it. `tcp.connectTimeout` bounds the dial,
-//! `maxRequestsPerConnection` moves new streams to a fresh connection (the old one finishes its
-//! streams, then closes), and `idleTimeout` closes a connection without streams for that long.
-//! `tcp.maxConnections` does not apply: `http2MaxRequests` bounds HTTP/2 (see
-//! [`crate::upstream::Cluster`]).
+//! HTTP/2 (h2c, gRPC): one multiplexed connection per endpoint, as Envoy keeps, and another
+//! only when each has `maxConcurrentStreams` open streams; a dial happens with the endpoint's
+//! connections locked, so concurrent requests wait for it rather than dial their own.
+//! `tcp.connectTimeout` bounds the dial, `maxRequestsPerConnection` moves new streams to a fresh
+//! connection (the old one finishes its streams, then closes), and `idleTimeout` closes a
+//! connection without streams for that long. `tcp.maxConnections` does not apply:
+//! `http2MaxRequests` bounds HTTP/2 (see [`crate::upstream::Cluster`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -235,10 +236,10 @@ async fn open(
     Ok(Idle { send, served: 0, since: Instant::now() })
 }
 
-/// An endpoint's HTTP/2 connection, shared by its requests. The lock is held while dialling,
-/// so concurrent first requests share one dial.
+/// An endpoint's HTTP/2 connections, shared by its requests. The lock is held while dialling,
+/// so concurrent requests share one dial.
 #[derive(Debug, Default)]
-pub struct H2Conn(tokio::sync::Mutex<Option<Multiplexed>>);
+pub struct H2Conns(tokio::sync::Mutex<Vec<Multiplexed>>);
 
 /// One HTTP/2 connection.
 #[derive(Debug)]
@@ -283,9 +284,9 @@ impl Drop for OpenStream {
     }
 }
 
-/// Sends `req` (absolute URI) to `endpoint` of `cluster` on its HTTP/2 connection, dialling
-/// one when there is none, it closed, it carried `maxRequestsPerConnection` streams or it sat
-/// idle past `idleTimeout`.
+/// Sends `req` (absolute URI) to `endpoint` of `cluster` on one of its HTTP/2 connections: the
+/// oldest with a free stream under `maxConcurrentStreams`, or a new one. Connections that
+/// closed, carried `maxRequestsPerConnection` streams or sat idle past `idleTimeout` are let go.
 pub async fn send_h2(
     connector: &MeshConnector,
     cluster: &Arc<Cluster>,
@@ -293,19 +294,26 @@ pub async fn send_h2(
     req: Request<Body>,
 ) -> Result<(http::Response<Incoming>, Lease), SendError> {
     let (mut send, stream) = {
-        let mut slot = endpoint.state.h2.0.lock().await;
-        let usable = slot.as_ref().is_some_and(|c| {
+        let mut conns = endpoint.state.h2.0.lock().await;
+        // Dropping a handle lets its connection finish its streams and close.
+        conns.retain(|c| {
             !c.send.is_closed()
                 && cluster.max_requests_per_connection().is_none_or(|max| c.served < max)
                 && !cluster.idle_timeout().is_some_and(|t| c.streams.idle_for(t))
         });
-        if !usable {
-            // Dropping the old handle lets its connection finish its streams and close.
-            *slot = None;
-            // Boxed: the dial is a large future on a cold path (see `send`).
-            *slot = Some(Box::pin(open_h2(connector, cluster, endpoint.addr)).await?);
-        }
-        let c = slot.as_mut().expect("a connection was just put in the slot");
+        let free = |c: &&mut Multiplexed| {
+            cluster
+                .max_concurrent_streams()
+                .is_none_or(|max| c.streams.open.load(Ordering::Acquire) < max as usize)
+        };
+        let c = match conns.iter_mut().find(free) {
+            Some(c) => c,
+            None => {
+                // Boxed: the dial is a large future on a cold path (see `send`).
+                conns.push(Box::pin(open_h2(connector, cluster, endpoint.addr)).await?);
+                conns.last_mut().expect("just pushed")
+            }
+        };
         c.served += 1;
         (c.send.clone(), OpenStream::new(c.streams.clone()))
     };

@@ -24,6 +24,11 @@ use mesh_hbone::{ConnectParams, H2Stream, HboneError, Pool, PoolKey};
 use mesh_model::{Model, ModelHandle};
 use tokio::net::TcpStream;
 
+use crate::proxy::inbound::PortProtocol;
+use mesh_api::istio::networking::H2UpgradePolicy;
+
+use crate::upstream::PoolSettings;
+
 /// Request and response bodies through the proxy.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -194,6 +199,26 @@ impl hyper::rt::Write for UpstreamIo {
     }
 }
 
+/// Whether a request goes upstream over HTTP/2 (h2c prior knowledge): always from `http2` and
+/// `grpc` ports; else the client's own protocol under the DestinationRule's
+/// `useClientProtocol`, HTTP/2 under `h2UpgradePolicy: UPGRADE` (Istio's mesh default is not
+/// to upgrade; CONNECT is never upgraded), and otherwise HTTP/2 only for HTTP/2 sniffed on a
+/// port of unknown protocol.
+pub fn upstream_h2(
+    protocol: PortProtocol,
+    version: http::Version,
+    method: &http::Method,
+    pool: &PoolSettings,
+) -> bool {
+    match protocol {
+        PortProtocol::Http2 | PortProtocol::Grpc => true,
+        _ if pool.use_client_protocol => version == http::Version::HTTP_2,
+        _ if pool.h2_upgrade == H2UpgradePolicy::Upgrade && method != http::Method::CONNECT => true,
+        PortProtocol::Unknown => version == http::Version::HTTP_2,
+        _ => false,
+    }
+}
+
 /// The upstream clients: HTTP/1.1 and HTTP/2 (h2c prior knowledge, also gRPC). Routed
 /// requests go through [`crate::proxy::pool`] on `connector`; mirrors (fire-and-forget, no
 /// DestinationRule limits) use `http1` and `http2`.
@@ -215,6 +240,38 @@ impl Upstreams {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn upstream_protocol_follows_the_port_then_the_destination_rule() {
+        use http::{Method, Version};
+        let pool = |upgrade, client| PoolSettings {
+            h2_upgrade: upgrade,
+            use_client_protocol: client,
+            ..Default::default()
+        };
+        let get = Method::GET;
+        let plain = pool(H2UpgradePolicy::Default, false);
+        assert!(upstream_h2(PortProtocol::Grpc, Version::HTTP_11, &get, &plain));
+        assert!(upstream_h2(PortProtocol::Http2, Version::HTTP_11, &get, &plain));
+        assert!(!upstream_h2(PortProtocol::Http, Version::HTTP_2, &get, &plain), "no upgrade by default");
+        assert!(
+            upstream_h2(PortProtocol::Unknown, Version::HTTP_2, &get, &plain),
+            "sniffed HTTP/2 stays HTTP/2"
+        );
+        assert!(!upstream_h2(PortProtocol::Unknown, Version::HTTP_11, &get, &plain));
+
+        let upgrade = pool(H2UpgradePolicy::Upgrade, false);
+        assert!(upstream_h2(PortProtocol::Http, Version::HTTP_11, &get, &upgrade));
+        assert!(!upstream_h2(PortProtocol::Http, Version::HTTP_11, &Method::CONNECT, &upgrade));
+        let keep = pool(H2UpgradePolicy::DoNotUpgrade, false);
+        assert!(!upstream_h2(PortProtocol::Http, Version::HTTP_11, &get, &keep));
+
+        // useClientProtocol wins over the upgrade policy (Istio: the upgrade is then ineffective).
+        let client = pool(H2UpgradePolicy::Upgrade, true);
+        assert!(!upstream_h2(PortProtocol::Http, Version::HTTP_11, &get, &client));
+        assert!(upstream_h2(PortProtocol::Http, Version::HTTP_2, &get, &client));
+        assert!(upstream_h2(PortProtocol::Grpc, Version::HTTP_11, &get, &client), "gRPC ports are HTTP/2");
+    }
+
     use mesh_api::{Object, Origin, Parsed, parse_object, split_documents};
     use mesh_model::{MeshConfig, translate};
 

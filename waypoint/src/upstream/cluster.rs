@@ -99,8 +99,8 @@ pub(crate) struct HostState {
     ejection: Mutex<Ejection>,
     /// Pooled idle HTTP/1.1 connections to the endpoint.
     pub(crate) idle: crate::proxy::pool::IdleConns,
-    /// The HTTP/2 connection to the endpoint.
-    pub(crate) h2: crate::proxy::pool::H2Conn,
+    /// The HTTP/2 connections to the endpoint.
+    pub(crate) h2: crate::proxy::pool::H2Conns,
 }
 
 #[derive(Debug, Default)]
@@ -382,6 +382,12 @@ impl Cluster {
 
     pub fn max_requests_per_connection(&self) -> Option<u32> {
         self.policy.pool.max_requests_per_connection
+    }
+
+    /// `http.maxConcurrentStreams`: streams per upstream HTTP/2 connection (`None`: no limit
+    /// of ours; the peer's SETTINGS still apply).
+    pub fn max_concurrent_streams(&self) -> Option<u32> {
+        self.policy.pool.max_concurrent_streams
     }
 
     /// Admits one request (`http2MaxRequests`, which Envoy applies to every protocol).
