@@ -69,21 +69,12 @@ async fn start_backend(name: &'static str, addr: SocketAddr) {
     });
 }
 
-struct Harness {
-    _dir: tempfile::TempDir,
-    _ca: mesh_ca::RunningCa,
-    waypoint: waypoint::ctx::Waypoint,
-}
+type Harness = common::PlainWaypoint;
 
 async fn start() -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = common::start_ca(dir.path(), &model()).await;
     start_backend("web-v1", SocketAddr::new(ip(2, 10), 8080)).await;
     start_backend("web-canary", SocketAddr::new(ip(2, 11), 8080)).await;
-    let mut config = common::waypoint_config(dir.path(), &ca, SocketAddr::new(ip(1, 250), 15008));
-    config.plaintext_http_addr = Some("127.0.0.1:0".parse().unwrap());
-    let waypoint = waypoint::ctx::start(config, None).await.unwrap();
-    Harness { _dir: dir, _ca: ca, waypoint }
+    common::start_plain_waypoint(&model(), SocketAddr::new(ip(1, 250), 15008)).await
 }
 
 enum Client {

@@ -165,20 +165,11 @@ async fn start_blackhole(addr: SocketAddr) -> (TcpListener, TcpStream) {
     (l, filler)
 }
 
-struct Harness {
-    _dir: tempfile::TempDir,
-    _ca: mesh_ca::RunningCa,
-    waypoint: waypoint::ctx::Waypoint,
-}
+type Harness = common::PlainWaypoint;
 
 /// Each test uses its own block 127.NET.`sub`.x (the listeners bind fixed pod addresses).
 async fn start(sub: u8) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = common::start_ca(dir.path(), &model(sub)).await;
-    let mut config = common::waypoint_config(dir.path(), &ca, SocketAddr::new(ip(sub, 250), 15008));
-    config.plaintext_http_addr = Some("127.0.0.1:0".parse().unwrap());
-    let waypoint = waypoint::ctx::start(config, None).await.unwrap();
-    Harness { _dir: dir, _ca: ca, waypoint }
+    common::start_plain_waypoint(&model(sub), SocketAddr::new(ip(sub, 250), 15008)).await
 }
 
 /// GET / on `host` over a new downstream HTTP/1.1 connection: (status, response body).

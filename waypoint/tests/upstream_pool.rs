@@ -83,29 +83,24 @@ async fn start_backend(addr: SocketAddr) -> Backend {
 }
 
 struct Harness {
-    _dir: tempfile::TempDir,
-    _ca: mesh_ca::RunningCa,
-    waypoint: waypoint::ctx::Waypoint,
+    plain: common::PlainWaypoint,
     backends: Vec<Backend>,
 }
 
 /// Each test uses its own block 127.NET.`sub`.x (the listeners bind fixed pod addresses).
 async fn start(sub: u8) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = common::start_ca(dir.path(), &model(sub)).await;
     let mut backends = Vec::new();
     for i in 0..3u8 {
         backends.push(start_backend(SocketAddr::new(ip(sub, i + 10), 8080)).await);
     }
-    let mut config = common::waypoint_config(dir.path(), &ca, SocketAddr::new(ip(sub, 250), 15008));
-    config.plaintext_http_addr = Some("127.0.0.1:0".parse().unwrap());
-    let waypoint = waypoint::ctx::start(config, None).await.unwrap();
-    Harness { _dir: dir, _ca: ca, waypoint, backends }
+    let plain = common::start_plain_waypoint(&model(sub), SocketAddr::new(ip(sub, 250), 15008)).await;
+    Harness { plain, backends }
 }
 
 /// A downstream HTTP/1.1 connection to the waypoint.
 async fn client(h: &Harness) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-    let s = TcpStream::connect(h.waypoint.plaintext_http_addr.expect("plaintext listener")).await.unwrap();
+    let s =
+        TcpStream::connect(h.plain.waypoint.plaintext_http_addr.expect("plaintext listener")).await.unwrap();
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
     tokio::spawn(conn);
     send
@@ -138,7 +133,7 @@ async fn connections_are_reused_and_retired_after_max_requests() {
         3,
         "maxRequestsPerConnection: 3 spreads 9 requests over 3 connections"
     );
-    h.waypoint.shutdown().await;
+    h.plain.waypoint.shutdown().await;
 }
 
 #[tokio::test]
@@ -146,7 +141,7 @@ async fn max_connections_queues_one_pending_request_and_overflows_the_next() {
     let h = start(3).await;
     let narrow = &h.backends[2];
     let cluster =
-        h.waypoint.ctx.clusters.get("narrow.demo.svc.cluster.local", None, 80).expect("cluster narrow");
+        h.plain.waypoint.ctx.clusters.get("narrow.demo.svc.cluster.local", None, 80).expect("cluster narrow");
     // Hold every request in the backend.
     let held = narrow.gate.acquire_many(GATE_PERMITS).await.unwrap();
     let mut tasks = Vec::new();
@@ -183,7 +178,7 @@ async fn max_connections_queues_one_pending_request_and_overflows_the_next() {
         (0, 0, 1),
         "nothing active or pending, one pooled connection"
     );
-    let text = metrics_text(h.waypoint.metrics_addr).await;
+    let text = metrics_text(h.plain.waypoint.metrics_addr).await;
     let uo = text
         .lines()
         .find(|l| {
@@ -193,7 +188,7 @@ async fn max_connections_queues_one_pending_request_and_overflows_the_next() {
         })
         .unwrap_or_else(|| panic!("no UO series for narrow:\n{text}"));
     assert!(uo.contains("response_code=\"503\"") && uo.ends_with(" 1"), "{uo}");
-    h.waypoint.shutdown().await;
+    h.plain.waypoint.shutdown().await;
 }
 
 /// The waypoint's Prometheus text.

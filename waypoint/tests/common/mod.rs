@@ -286,6 +286,25 @@ pub async fn start_ca(dir: &Path, model: &str) -> RunningCa {
     ca
 }
 
+/// A mesh-ca serving a model and an in-process waypoint on it, with its plaintext HTTP
+/// listener on an ephemeral loopback port (callers reach it without HBONE).
+pub struct PlainWaypoint {
+    _dir: tempfile::TempDir,
+    _ca: RunningCa,
+    pub waypoint: waypoint::ctx::Waypoint,
+}
+
+/// Starts a mesh-ca on `model` and waypoint `demo/waypoint` with HBONE on `hbone` and a
+/// plaintext listener.
+pub async fn start_plain_waypoint(model: &str, hbone: SocketAddr) -> PlainWaypoint {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = start_ca(dir.path(), model).await;
+    let mut config = waypoint_config(dir.path(), &ca, hbone);
+    config.plaintext_http_addr = Some("127.0.0.1:0".parse().unwrap());
+    let waypoint = waypoint::ctx::start(config, None).await.unwrap();
+    PlainWaypoint { _dir: dir, _ca: ca, waypoint }
+}
+
 /// The config of waypoint `demo/waypoint` (pod waypoint-0 on node-a) reading `dir/model`,
 /// HBONE on `hbone`, the other listeners on ephemeral loopback ports.
 pub fn waypoint_config(dir: &Path, ca: &RunningCa, hbone: SocketAddr) -> waypoint::config::Config {
