@@ -1,5 +1,5 @@
 //! The echo app's pure logic, no sockets: classifying a connection from its first bytes,
-//! turning a request head into the reply (JSON body, `/status/NNN`, `?delay=`,
+//! turning a request head into the reply (JSON body, `/status/NNN`, `?delay=`, `?size=`,
 //! `x-echo-set-header`), duration parsing and the log line format. Unit-tested here.
 
 use std::net::SocketAddr;
@@ -13,6 +13,8 @@ use serde_json::{Map, Value};
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Longest method token accepted as an HTTP/1 request line start; longer → raw TCP.
 const MAX_METHOD_LEN: usize = 20;
+/// Largest `?size=` honoured (bytes): the benchmarks ask for 1 KiB, nobody needs more than this.
+pub const MAX_SIZE: usize = 1 << 20;
 /// Longest `?delay=` honoured, so a typo cannot park a connection for days.
 pub const MAX_DELAY: Duration = Duration::from_secs(3600);
 /// Request header listing response headers to add: `Name:value,Name2:value2`.
@@ -140,6 +142,12 @@ pub enum RouteError {
         /// What is wrong with it.
         reason: DurationError,
     },
+    /// `?size=` that is not a byte count up to [`MAX_SIZE`].
+    #[error("query parameter size={value:?}: want a byte count up to {MAX_SIZE}")]
+    BadSize {
+        /// The parameter's value.
+        value: String,
+    },
     /// An `x-echo-set-header` entry that cannot become a response header.
     #[error("header x-echo-set-header entry {entry:?}: {reason}")]
     BadSetHeader {
@@ -233,6 +241,8 @@ pub struct Reply {
     pub delay: Duration,
     /// JSON object answered and logged; the server adds `bodyBytes` once the body is read.
     pub body: Map<String, Value>,
+    /// Pad the answered JSON to this many bytes (`?size=`; the benchmarks' fixed-size bodies).
+    pub size: Option<usize>,
 }
 
 /// Routes one request: the echo JSON, with status, delay and headers from the request;
@@ -240,15 +250,21 @@ pub struct Reply {
 pub fn route(head: &RequestHead, id: &Identity) -> Reply {
     let mut body = echo_json(head, id);
     match decide(head) {
-        Ok((status, delay, headers)) => Reply { status, headers, delay, body },
+        Ok((status, delay, headers, size)) => Reply { status, headers, delay, body, size },
         Err(e) => {
             body.insert("error".into(), Value::String(e.to_string()));
-            Reply { status: StatusCode::BAD_REQUEST, headers: Vec::new(), delay: Duration::ZERO, body }
+            Reply {
+                status: StatusCode::BAD_REQUEST,
+                headers: Vec::new(),
+                delay: Duration::ZERO,
+                body,
+                size: None,
+            }
         }
     }
 }
 
-type Decision = (StatusCode, Duration, Vec<(HeaderName, HeaderValue)>);
+type Decision = (StatusCode, Duration, Vec<(HeaderName, HeaderValue)>, Option<usize>);
 
 fn decide(head: &RequestHead) -> Result<Decision, RouteError> {
     let (path, query) = match head.path.split_once('?') {
@@ -266,8 +282,15 @@ fn decide(head: &RequestHead) -> Result<Decision, RouteError> {
         }
         None => Duration::ZERO,
     };
+    let size = match query.into_iter().flat_map(|q| q.split('&')).find_map(|kv| kv.strip_prefix("size=")) {
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n <= MAX_SIZE => Some(n),
+            _ => return Err(RouteError::BadSize { value: v.to_owned() }),
+        },
+        None => None,
+    };
     let headers = parse_set_headers(&head.headers)?;
-    Ok((status, delay, headers))
+    Ok((status, delay, headers, size))
 }
 
 fn parse_status(code: &str, path: &str) -> Result<StatusCode, RouteError> {
@@ -311,6 +334,25 @@ pub fn parse_set_headers(headers: &HeaderMap) -> Result<Vec<(HeaderName, HeaderV
         }
     }
     Ok(out)
+}
+
+/// The answered body: the JSON and a newline, padded with a `"pad"` string to `size` bytes
+/// when that is more than the JSON needs (exactly `size` bytes then).
+pub fn payload(body: Map<String, Value>, size: Option<usize>) -> String {
+    let mut s = Value::Object(body).to_string();
+    // `,"pad":""` and the newline: what the pad field costs before its characters.
+    const PAD_OVERHEAD: usize = 10;
+    if let Some(want) = size
+        && want >= s.len() + PAD_OVERHEAD
+    {
+        s.pop();
+        s.push_str(if s.len() > 1 { ",\"pad\":\"" } else { "\"pad\":\"" });
+        let n = want - s.len() - 3;
+        s.extend(std::iter::repeat_n('x', n));
+        s.push_str("\"}");
+    }
+    s.push('\n');
+    s
 }
 
 /// The echo JSON of a request (without `bodyBytes`).
@@ -501,6 +543,26 @@ mod tests {
         // Not the status route: /status alone and /statusx are plain echoes.
         assert_eq!(route(&head("/status", &[]), &id()).status, StatusCode::OK);
         assert_eq!(route(&head("/statusx/500", &[]), &id()).status, StatusCode::OK);
+    }
+
+    #[test]
+    fn size_parameter_pads_the_answer_exactly() {
+        let r = route(&head("/bench?size=1024", &[]), &id());
+        assert_eq!(r.size, Some(1024));
+        let out = payload(r.body.clone(), r.size);
+        assert_eq!(out.len(), 1024);
+        let v: Value = serde_json::from_str(out.trim_end()).unwrap();
+        assert_eq!(v["path"], "/bench?size=1024");
+        assert!(v["pad"].as_str().unwrap().bytes().all(|b| b == b'x'));
+        // Smaller than the JSON itself: unpadded.
+        let small = payload(r.body.clone(), Some(10));
+        assert!(small.len() > 10 && !small.contains("\"pad\""));
+        assert_eq!(payload(Map::new(), Some(64)).len(), 64);
+        for bad in ["/?size=big", "/?size=-1", "/?size=2000000"] {
+            let r = route(&head(bad, &[]), &id());
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(r.body["error"].as_str().unwrap().contains("size="), "{bad}");
+        }
     }
 
     #[test]

@@ -159,9 +159,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<Fu
     let payload = if matches!(status.as_u16(), 204 | 304) {
         Bytes::new()
     } else {
-        let mut s = serde_json::Value::Object(reply.body).to_string();
-        s.push('\n');
-        Bytes::from(s)
+        Bytes::from(route::payload(reply.body, reply.size))
     };
     let mut resp = Response::new(Full::new(payload));
     *resp.status_mut() = status;

@@ -1,0 +1,14 @@
+//! The benchmark harness (issue 7): scenarios over the lab's two-node topology, measured with
+//! repetitions, written as JSON and as `BENCHMARKS.md` with SVG plots.
+//!
+//! - `results`: the JSON schema every other part reads or writes;
+//! - `lab`: the topology (`data/lab.yaml`), its scenarios, its pods and mesh processes;
+//! - `run`: the measurements of one run, repeated and interleaved;
+//! - `load`: the fixed-rate, coordinated-omission-correct HTTP client (run inside lab pods);
+//! - `report`: Markdown, SVG plots and the regression check of `--compare`.
+
+pub mod lab;
+pub mod load;
+pub mod report;
+pub mod results;
+pub mod run;
