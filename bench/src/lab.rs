@@ -25,6 +25,8 @@ pub struct Scenario {
     pub server_ip: &'static str,
     /// The Host header.
     pub host: &'static str,
+    /// Whether raw TCP (iperf3, connection rate) is measured on this path.
+    pub raw_tcp: bool,
 }
 
 /// The scenarios of `bench/data/lab.yaml`, in report order.
@@ -37,6 +39,7 @@ pub const SCENARIOS: [Scenario; 3] = [
         http_target: "10.244.2.50:8080",
         server_ip: "10.244.2.50",
         host: "server.direct",
+        raw_tcp: true,
     },
     Scenario {
         name: "l4",
@@ -46,6 +49,7 @@ pub const SCENARIOS: [Scenario; 3] = [
         http_target: "10.244.2.60:8080",
         server_ip: "10.244.2.60",
         host: "server.l4",
+        raw_tcp: true,
     },
     Scenario {
         name: "l7",
@@ -55,6 +59,9 @@ pub const SCENARIOS: [Scenario; 3] = [
         http_target: "10.96.0.70:80",
         server_ip: "10.244.2.70",
         host: "server.l7.svc.cluster.local",
+        // iperf3 between the l7 pods loses its control connection (see the issue 7 note):
+        // until that is understood the l7 path is measured with HTTP only.
+        raw_tcp: false,
     },
 ];
 
