@@ -7,8 +7,23 @@ use anyhow::{Context, bail};
 use mesh_e2e::lab::Lab;
 use serde_json::Value;
 
-/// One client→server pair of the topology.
-#[derive(Debug, Clone, Copy)]
+/// Which mesh or peer processes a scenario's requests pass through (measured from /proc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnPath {
+    /// Nothing but the kernel.
+    Nothing,
+    /// Both nodes' ztunnels.
+    Ztunnels,
+    /// Both ztunnels and the waypoint of this namespace.
+    ZtunnelsAndWaypoint(&'static str),
+    /// The waypoint of this namespace alone (its plaintext listener).
+    Waypoint(&'static str),
+    /// A peer proxy's process.
+    Pid(String, i32),
+}
+
+/// One client→server path of the topology.
+#[derive(Debug, Clone)]
 pub struct Scenario {
     /// Name in the report.
     pub name: &'static str,
@@ -16,54 +31,118 @@ pub struct Scenario {
     pub about: &'static str,
     /// The client pod (`namespace/name`), on node-a.
     pub client: &'static str,
-    /// The server pod (`namespace/name`), on node-b: the echo app on 8080.
-    pub server: &'static str,
-    /// Where the client sends HTTP: the pod for direct and L4, the Service VIP for L7 (a
-    /// waypoint serves a Service's traffic, not traffic to a pod address).
-    pub http_target: &'static str,
-    /// The server pod's address, for raw TCP (iperf3, connection rate).
-    pub server_ip: &'static str,
+    /// Where the client sends HTTP/1.1: the pod for direct and L4, the Service VIP for L7 (a
+    /// waypoint serves a Service's traffic, not traffic to a pod address), the proxy for peers.
+    pub h1_target: String,
+    /// Where the client sends h2c.
+    pub h2_target: String,
     /// The Host header.
     pub host: &'static str,
-    /// Whether raw TCP (iperf3, connection rate) is measured on this path.
-    pub raw_tcp: bool,
+    /// The server pod and its address when raw TCP (iperf3, connection rate) is measured.
+    pub raw_tcp: Option<(&'static str, &'static str)>,
+    /// What the requests pass through.
+    pub on_path: OnPath,
 }
 
-/// The scenarios of `bench/data/lab.yaml`, in report order.
-pub const SCENARIOS: [Scenario; 3] = [
-    Scenario {
-        name: "direct",
-        about: "no mesh: pod to pod across the nodes",
-        client: "direct/client",
-        server: "direct/server",
-        http_target: "10.244.2.50:8080",
-        server_ip: "10.244.2.50",
-        host: "server.direct",
-        raw_tcp: true,
-    },
-    Scenario {
-        name: "l4",
-        about: "ambient: eBPF capture, ztunnel on both nodes, HBONE (mTLS) between them",
-        client: "l4/client",
-        server: "l4/server",
-        http_target: "10.244.2.60:8080",
-        server_ip: "10.244.2.60",
-        host: "server.l4",
-        raw_tcp: true,
-    },
-    Scenario {
-        name: "l7",
-        about: "ambient with the namespace's waypoint: client ztunnel → waypoint → server ztunnel",
-        client: "l7/client",
-        server: "l7/server",
-        http_target: "10.96.0.70:80",
-        server_ip: "10.244.2.70",
-        host: "server.l7.svc.cluster.local",
+/// The mesh scenarios of `bench/data/lab.yaml`, in report order.
+pub fn mesh_scenarios() -> Vec<Scenario> {
+    let s = |name, about, client, target: &str, host, raw_tcp, on_path| Scenario {
+        name,
+        about,
+        client,
+        h1_target: target.to_string(),
+        h2_target: target.to_string(),
+        host,
+        raw_tcp,
+        on_path,
+    };
+    vec![
+        s(
+            "direct",
+            "no mesh: pod to pod across the nodes",
+            "direct/client",
+            "10.244.2.50:8080",
+            "server.direct",
+            Some(("direct/server", "10.244.2.50")),
+            OnPath::Nothing,
+        ),
+        s(
+            "l4",
+            "ambient: eBPF capture, ztunnel on both nodes, HBONE (mTLS) between them",
+            "l4/client",
+            "10.244.2.60:8080",
+            "server.l4",
+            Some(("l4/server", "10.244.2.60")),
+            OnPath::Ztunnels,
+        ),
         // iperf3 between the l7 pods loses its control connection (see the issue 7 note):
         // until that is understood the l7 path is measured with HTTP only.
-        raw_tcp: false,
-    },
-];
+        s(
+            "l7",
+            "ambient with the namespace's waypoint: client ztunnel → waypoint → server ztunnel",
+            "l7/client",
+            "10.96.0.70:80",
+            "server.l7.svc.cluster.local",
+            None,
+            OnPath::ZtunnelsAndWaypoint("l7"),
+        ),
+    ]
+}
+
+/// The plain L7 hop through our waypoint's plaintext listener in namespace `peers`.
+pub fn waypoint_peer(lab: &Lab) -> anyhow::Result<Scenario> {
+    let ip = waypoint_ip(lab, "peers")?;
+    Ok(Scenario {
+        name: "waypoint",
+        about: "no mesh, one L7 hop: our waypoint's plaintext listener with the VirtualService's routes",
+        client: "peers/client",
+        h1_target: format!("{ip}:8080"),
+        h2_target: format!("{ip}:8080"),
+        host: "server.peers.svc.cluster.local",
+        raw_tcp: None,
+        on_path: OnPath::Waypoint("peers"),
+    })
+}
+
+/// The plain L7 hop through a running peer proxy.
+pub fn peer_scenario(p: &crate::peers::Running) -> Scenario {
+    let (name, about) = match p.peer {
+        crate::peers::Peer::Envoy => ("envoy", "no mesh, one L7 hop: Envoy 1.40 with the same routes"),
+        crate::peers::Peer::Nginx => {
+            ("nginx", "no mesh, one L7 hop: nginx as a reverse proxy with the same routes")
+        }
+        crate::peers::Peer::Haproxy => ("haproxy", "no mesh, one L7 hop: haproxy with the same routes"),
+    };
+    Scenario {
+        name,
+        about,
+        client: "peers/client",
+        h1_target: format!("{}:8080", p.peer.ip()),
+        h2_target: format!("{}:{}", p.peer.ip(), p.peer.h2_port()),
+        host: "server.peers.svc.cluster.local",
+        raw_tcp: None,
+        on_path: OnPath::Pid(name.to_string(), p.pid),
+    }
+}
+
+/// The address of namespace `ns`'s waypoint pod, from the lab's state file.
+fn waypoint_ip(lab: &Lab, ns: &str) -> anyhow::Result<String> {
+    let state = state(lab)?;
+    state["pods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["namespace"] == ns && p["waypoint"].is_string())
+        .and_then(|p| p["ip"].as_str())
+        .map(str::to_string)
+        .with_context(|| format!("lab state: no waypoint pod with an address in namespace {ns}"))
+}
+
+fn state(lab: &Lab) -> anyhow::Result<Value> {
+    let path = lab.state_dir.join("lab.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
 
 /// The topology file.
 pub fn topology() -> PathBuf {
@@ -105,11 +184,10 @@ pub struct MeshProc {
     pub pid: i32,
 }
 
-/// The lab's ztunnels and waypoints, from its state file.
+/// The lab's ztunnels and waypoints, from its state file: `ztunnel node-a`, `ztunnel node-b`,
+/// `waypoint l7`, `waypoint peers`.
 pub fn mesh_procs(lab: &Lab) -> anyhow::Result<Vec<MeshProc>> {
-    let path = lab.state_dir.join("lab.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let state: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let state = state(lab)?;
     let mut out = Vec::new();
     for r in state["resources"].as_array().into_iter().flatten() {
         let (Some(role), Some(name), Some(pid)) = (r["role"].as_str(), r["name"].as_str(), r["pid"].as_i64())
@@ -118,15 +196,17 @@ pub fn mesh_procs(lab: &Lab) -> anyhow::Result<Vec<MeshProc>> {
         };
         let label = match role {
             "ztunnel" => format!("ztunnel {name}"),
-            "waypoint" => "waypoint".to_string(),
+            "waypoint" => format!("waypoint {}", name.split('/').next().unwrap_or(name)),
             _ => continue,
         };
         // A restarted process is journaled again: the latest entry wins.
         out.retain(|p: &MeshProc| p.label != label);
         out.push(MeshProc { label, pid: pid as i32 });
     }
-    if !out.iter().any(|p| p.label == "waypoint") {
-        bail!("{}: no waypoint process; the topology's Gateway should have started one", path.display());
+    for want in ["waypoint l7", "waypoint peers"] {
+        if !out.iter().any(|p| p.label == want) {
+            bail!("lab state: no {want} process; the topology's Gateways should have started them");
+        }
     }
     Ok(out)
 }
@@ -182,10 +262,16 @@ mod tests {
     #[test]
     fn topology_names_the_scenarios_addresses() {
         let text = std::fs::read_to_string(topology()).unwrap();
-        for s in SCENARIOS {
-            assert!(text.contains(s.server_ip), "{} missing from the topology", s.server_ip);
-            let host = s.http_target.split(':').next().unwrap();
+        for s in mesh_scenarios() {
+            let host = s.h1_target.split(':').next().unwrap();
             assert!(text.contains(host), "{host} missing from the topology");
+            if let Some((_, ip)) = s.raw_tcp {
+                assert!(text.contains(ip), "{ip} missing from the topology");
+            }
         }
+        for p in crate::peers::Peer::ALL {
+            assert!(text.contains(p.ip()), "{} missing from the topology", p.ip());
+        }
+        assert!(text.contains(crate::peers::UPSTREAM.split(':').next().unwrap()));
     }
 }

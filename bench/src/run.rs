@@ -9,8 +9,9 @@ use anyhow::{Context, bail};
 use mesh_e2e::lab::Lab;
 use serde_json::Value;
 
-use crate::lab::{self, MeshProc, SCENARIOS, Scenario};
+use crate::lab::{self, MeshProc, OnPath, Scenario};
 use crate::load::{Proto, RateResult};
+use crate::peers::{self, Peer};
 use crate::results::{Better, Curve, Machine, Report, Row, Stat};
 
 /// Durations and counts of a run.
@@ -74,10 +75,26 @@ impl Collect {
 /// Runs the plan on a lab that is up.
 pub fn run(lab: &Lab, plan: &Plan, command: String) -> anyhow::Result<Report> {
     let started = utc_now();
-    let procs = lab::mesh_procs(lab)?;
+    let mut procs = lab::mesh_procs(lab)?;
     let mut c = Collect::default();
     let mut skipped = Vec::new();
-    for s in &SCENARIOS {
+
+    // The scenarios: the mesh's, then the plain L7 hops (ours, then each peer that starts).
+    let mut scenarios = lab::mesh_scenarios();
+    scenarios.push(lab::waypoint_peer(lab)?);
+    let dir = std::env::temp_dir().join(format!("mesh-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for peer in Peer::ALL {
+        match peer.binary() {
+            Ok(_) => {
+                let running = peers::start(lab, peer, &dir)?;
+                procs.push(MeshProc { label: peer.name().to_string(), pid: running.pid });
+                scenarios.push(lab::peer_scenario(&running));
+            }
+            Err(why) => skipped.push(format!("{}: {why}", peer.name())),
+        }
+    }
+    for s in &scenarios {
         c.order.push(s.name.to_string());
     }
 
@@ -86,26 +103,36 @@ pub fn run(lab: &Lab, plan: &Plan, command: String) -> anyhow::Result<Report> {
         c.add(&p.label, "rss_idle".into(), "MiB", Better::Lower, lab::rss_mib(p.pid)?);
     }
 
-    for s in SCENARIOS.iter().filter(|s| !s.raw_tcp) {
-        skipped.push(format!(
-            "{}: TCP throughput and connection rate (iperf3 between its pods fails; HTTP only)",
-            s.name
-        ));
-    }
+    skipped.push(
+        "l7: TCP throughput and connection rate (iperf3 between its pods fails; HTTP only); \
+         waypoint, envoy, nginx, haproxy: HTTP only (L7 hops)"
+            .to_string(),
+    );
     let iperf = which("iperf3");
     if iperf.is_none() {
         skipped.push("throughput: iperf3 is not installed (`apt-get install iperf3`)".to_string());
     } else {
-        for s in SCENARIOS.iter().filter(|s| s.raw_tcp) {
+        for (server, _) in scenarios.iter().filter_map(|s| s.raw_tcp) {
             // One server per scenario for the whole run; `-D` daemonises it inside the pod.
-            lab::exec(lab, s.server, &["iperf3", "-s", "-D", "-p", "5201"])?;
+            lab::exec(lab, server, &["iperf3", "-s", "-D", "-p", "5201"])?;
         }
         // The daemon is up once its port answers; give it its first accept.
         std::thread::sleep(Duration::from_millis(300));
     }
 
+    // The first seconds after `lab up` stall requests by up to ~0.4 s (seen on the direct
+    // path too: the machine is busy with what the lab just started); one unrecorded run per
+    // scenario lets that pass and warms every connection pool on the way.
+    for s in &scenarios {
+        progress(&format!("[settle] {}", s.name));
+        let settle = Plan { latency: Duration::from_secs(2), ..plan.clone() };
+        for proto in [Proto::H1, Proto::H2] {
+            fixed_rate(lab, s, proto, 1000, &settle)?;
+        }
+    }
+
     for rep in 0..plan.reps {
-        for s in &SCENARIOS {
+        for s in &scenarios {
             progress(&format!("[rep {}/{}] {}", rep + 1, plan.reps, s.name));
             let mine = procs_of(s, &procs);
             for proto in [Proto::H1, Proto::H2] {
@@ -147,16 +174,16 @@ pub fn run(lab: &Lab, plan: &Plan, command: String) -> anyhow::Result<Report> {
                         .push(r);
                 }
             }
-            if !s.raw_tcp {
+            let Some((_, server_ip)) = s.raw_tcp else {
                 continue;
-            }
+            };
             if iperf.is_some() {
                 for streams in [1, 8] {
-                    let gbps = iperf3(lab, s, streams, plan.transfer)?;
+                    let gbps = iperf3(lab, s.client, server_ip, streams, plan.transfer)?;
                     c.add(s.name, format!("throughput/{streams}stream"), "Gbit/s", Better::Higher, gbps);
                 }
             }
-            let cr = connrate(lab, s, plan.transfer)?;
+            let cr = connrate(lab, s.client, server_ip, plan.transfer)?;
             c.add(s.name, "connections_per_s/4workers".into(), "conn/s", Better::Higher, cr);
         }
     }
@@ -202,14 +229,18 @@ fn progress(line: &str) {
     eprintln!("{line}");
 }
 
-/// The mesh processes on a scenario's path.
+/// The processes on a scenario's path.
 fn procs_of<'a>(s: &Scenario, procs: &'a [MeshProc]) -> Vec<&'a MeshProc> {
     procs
         .iter()
-        .filter(|p| match s.name {
-            "direct" => false,
-            "l4" => p.label.starts_with("ztunnel"),
-            _ => true,
+        .filter(|p| match &s.on_path {
+            OnPath::Nothing => false,
+            OnPath::Ztunnels => p.label.starts_with("ztunnel "),
+            OnPath::ZtunnelsAndWaypoint(ns) => {
+                p.label.starts_with("ztunnel ") || p.label == format!("waypoint {ns}")
+            }
+            OnPath::Waypoint(ns) => p.label == format!("waypoint {ns}"),
+            OnPath::Pid(_, pid) => p.pid == *pid,
         })
         .collect()
 }
@@ -218,7 +249,8 @@ fn procs_of<'a>(s: &Scenario, procs: &'a [MeshProc]) -> Vec<&'a MeshProc> {
 fn fixed_rate(lab: &Lab, s: &Scenario, proto: Proto, rate: u64, plan: &Plan) -> anyhow::Result<RateResult> {
     let exe = std::env::current_exe().context("current_exe")?;
     let exe = exe.to_str().context("binary path is not UTF-8")?;
-    let path = format!("/bench?size={}", plan.body);
+    // `/api/...` takes the second of the three routes: the first is tried and missed.
+    let path = format!("/api/items?size={}", plan.body);
     let (rate_s, secs, warm, body) = (
         rate.to_string(),
         plan.latency.as_secs_f64().to_string(),
@@ -233,7 +265,7 @@ fn fixed_rate(lab: &Lab, s: &Scenario, proto: Proto, rate: u64, plan: &Plan) -> 
             exe,
             "load",
             "--target",
-            s.http_target,
+            if proto == Proto::H1 { &s.h1_target } else { &s.h2_target },
             "--host",
             s.host,
             "--path",
@@ -255,29 +287,29 @@ fn fixed_rate(lab: &Lab, s: &Scenario, proto: Proto, rate: u64, plan: &Plan) -> 
     serde_json::from_str(out.trim()).with_context(|| format!("load in {}: not a result: {out}", s.client))
 }
 
-/// iperf3 from the client pod to the server pod: received Gbit/s.
-fn iperf3(lab: &Lab, s: &Scenario, streams: usize, dur: Duration) -> anyhow::Result<f64> {
+/// iperf3 from the client pod to the server: received Gbit/s.
+fn iperf3(lab: &Lab, client: &str, server_ip: &str, streams: usize, dur: Duration) -> anyhow::Result<f64> {
     let (p, t) = (streams.to_string(), format!("{:.0}", dur.as_secs_f64().max(1.0)));
-    let out =
-        lab::exec(lab, s.client, &["iperf3", "-c", s.server_ip, "-p", "5201", "-J", "-P", &p, "-t", &t])?;
-    let v: Value = serde_json::from_str(&out).with_context(|| format!("iperf3 in {}: not JSON", s.client))?;
+    let out = lab::exec(lab, client, &["iperf3", "-c", server_ip, "-p", "5201", "-J", "-P", &p, "-t", &t])?;
+    let v: Value = serde_json::from_str(&out).with_context(|| format!("iperf3 in {client}: not JSON"))?;
     let bps = v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
-        .with_context(|| format!("iperf3 in {}: no end.sum_received: {}", s.client, v["error"]))?;
+        .with_context(|| format!("iperf3 in {client}: no end.sum_received: {}", v["error"]))?;
     Ok(bps / 1e9)
 }
 
 /// New connections per second (connect, one echo round trip, close) from 4 workers.
-fn connrate(lab: &Lab, s: &Scenario, dur: Duration) -> anyhow::Result<f64> {
-    let addr = format!("{}:8080", s.server_ip);
-    let v = lab.probe_args(s.client, &["connrate", &addr, &format!("{}", dur.as_secs_f64()), "4"]);
+fn connrate(lab: &Lab, client: &str, server_ip: &str, dur: Duration) -> anyhow::Result<f64> {
+    let addr = format!("{server_ip}:8080");
+    let v = lab.probe_args(client, &["connrate", &addr, &format!("{}", dur.as_secs_f64()), "4"]);
     if v["ok"] != true {
-        bail!("connrate in {}: {v}", s.client);
+        bail!("connrate in {client}: {v}");
     }
-    v["per_s"].as_f64().with_context(|| format!("connrate in {}: no per_s: {v}", s.client))
+    v["per_s"].as_f64().with_context(|| format!("connrate in {client}: no per_s: {v}"))
 }
 
-fn which(bin: &str) -> Option<std::path::PathBuf> {
+/// `bin` on PATH.
+pub(crate) fn which(bin: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')
@@ -357,11 +389,18 @@ mod tests {
         let procs = vec![
             MeshProc { label: "ztunnel node-a".into(), pid: 1 },
             MeshProc { label: "ztunnel node-b".into(), pid: 2 },
-            MeshProc { label: "waypoint".into(), pid: 3 },
+            MeshProc { label: "waypoint l7".into(), pid: 3 },
+            MeshProc { label: "waypoint peers".into(), pid: 4 },
+            MeshProc { label: "envoy".into(), pid: 5 },
         ];
         let names = |s: &Scenario| procs_of(s, &procs).iter().map(|p| p.label.clone()).collect::<Vec<_>>();
-        assert!(names(&SCENARIOS[0]).is_empty());
-        assert_eq!(names(&SCENARIOS[1]), ["ztunnel node-a", "ztunnel node-b"]);
-        assert_eq!(names(&SCENARIOS[2]).len(), 3);
+        let mesh = lab::mesh_scenarios();
+        assert!(names(&mesh[0]).is_empty());
+        assert_eq!(names(&mesh[1]), ["ztunnel node-a", "ztunnel node-b"]);
+        assert_eq!(names(&mesh[2]), ["ztunnel node-a", "ztunnel node-b", "waypoint l7"]);
+        let plain = Scenario { on_path: OnPath::Waypoint("peers"), ..mesh[0].clone() };
+        assert_eq!(names(&plain), ["waypoint peers"]);
+        let envoy = Scenario { on_path: OnPath::Pid("envoy".into(), 5), ..mesh[0].clone() };
+        assert_eq!(names(&envoy), ["envoy"]);
     }
 }

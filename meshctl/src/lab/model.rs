@@ -40,7 +40,15 @@ pub struct LabPod {
     /// The waypoint Gateway this pod runs (it runs the waypoint, not the echo app).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waypoint: Option<String>,
+    /// The waypoint's plaintext HTTP port on the pod address, from the Gateway's
+    /// [`PLAINTEXT_HTTP_ANNOTATION`] (the benchmarks use it as a plain L7 proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waypoint_plaintext_port: Option<u16>,
 }
+
+/// Gateway annotation of the lab (not Istio's): the waypoint also serves plaintext HTTP,
+/// routed by Host, on this port of its pod address.
+pub const PLAINTEXT_HTTP_ANNOTATION: &str = "lab.mesh.dev/plaintext-http-port";
 
 impl LabPod {
     /// `namespace/name`.
@@ -259,6 +267,7 @@ pub fn build(docs: &[(String, Value)], prev: &[LabPod]) -> Result<LabModel, LabE
                 owner: None,
                 template_hash: String::new(),
                 waypoint: None,
+                waypoint_plaintext_port: None,
             };
             names.insert((pod.namespace.clone(), pod.name.clone()));
             pods.push((pod, doc));
@@ -290,7 +299,22 @@ pub fn build(docs: &[(String, Value)], prev: &[LabPod]) -> Result<LabModel, LabE
     }
     m.nodes.sort();
     for pod in &mut m.pods {
-        pod.waypoint = waypoint_of(docs, pod);
+        if let Some(gw) = waypoint_of(docs, pod) {
+            pod.waypoint = str_at(gw, &["metadata", "name"]).map(str::to_string);
+            pod.waypoint_plaintext_port = str_at(gw, &["metadata", "annotations", PLAINTEXT_HTTP_ANNOTATION])
+                .map(|v| {
+                    v.parse().map_err(|_| LabError::Workload {
+                        object: format!(
+                            "Gateway {}/{}",
+                            pod.namespace,
+                            pod.waypoint.as_deref().unwrap_or_default()
+                        ),
+                        field: format!("metadata.annotations[{PLAINTEXT_HTTP_ANNOTATION}]"),
+                        reason: format!("{v:?} is not a port number"),
+                    })
+                })
+                .transpose()?;
+        }
     }
     for (pod, doc) in m.pods.iter().zip(m.pod_docs.iter_mut()) {
         if pod.running {
@@ -417,11 +441,11 @@ fn waypoint_docs(docs: &[(String, Value)]) -> Vec<(String, Value)> {
 }
 
 /// The waypoint Gateway a pod belongs to: made from the Gateway's Deployment.
-fn waypoint_of(docs: &[(String, Value)], pod: &LabPod) -> Option<String> {
-    docs.iter().filter(|(_, v)| is_waypoint_gateway(v)).find_map(|(_, gw)| {
+fn waypoint_of<'a>(docs: &'a [(String, Value)], pod: &LabPod) -> Option<&'a Value> {
+    docs.iter().filter(|(_, v)| is_waypoint_gateway(v)).map(|(_, gw)| gw).find(|gw| {
         let ns = str_at(gw, &["metadata", "namespace"]).unwrap_or("default");
-        let name = str_at(gw, &["metadata", "name"])?;
-        (pod.owner.as_deref() == Some(&format!("Deployment/{ns}/{name}"))).then(|| name.to_string())
+        str_at(gw, &["metadata", "name"])
+            .is_some_and(|name| pod.owner.as_deref() == Some(&format!("Deployment/{ns}/{name}")))
     })
 }
 
@@ -562,6 +586,7 @@ fn materialise(
             owner: Some(owner.clone()),
             template_hash: hash.clone(),
             waypoint: None,
+            waypoint_plaintext_port: None,
         };
         pods.push((pod, doc));
     }

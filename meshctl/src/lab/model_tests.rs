@@ -193,3 +193,35 @@ metadata: {name: other, labels: {istio.io/use-waypoint: none}}
         "the Gateway is part of the lab's model"
     );
 }
+
+#[test]
+fn a_gateway_annotation_gives_its_waypoint_a_plaintext_port() {
+    let gw = |value: &str| {
+        format!(
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: proxy, namespace: peers, annotations: {{lab.mesh.dev/plaintext-http-port: "{value}"}}}}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]
+"#
+        )
+    };
+    let m = build(&docs(&gw("8080")), &[]).unwrap();
+    let wp = m.pods.iter().find(|p| p.waypoint.is_some()).unwrap();
+    assert_eq!(wp.waypoint_plaintext_port, Some(8080));
+    let plain = build(
+        &docs(&gw("8080").replace(", annotations: {lab.mesh.dev/plaintext-http-port: \"8080\"}", "")),
+        &[],
+    );
+    assert_eq!(
+        plain.unwrap().pods.iter().find(|p| p.waypoint.is_some()).unwrap().waypoint_plaintext_port,
+        None
+    );
+    let e = build(&docs(&gw("http")), &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("Gateway peers/proxy") && e.contains("plaintext-http-port") && e.contains("\"http\""),
+        "{e}"
+    );
+}

@@ -210,6 +210,7 @@ mod tests {
             owner: None,
             template_hash: String::new(),
             waypoint: None,
+            waypoint_plaintext_port: None,
         }
     }
 

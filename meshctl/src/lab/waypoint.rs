@@ -44,6 +44,12 @@ impl Lab<'_> {
                 "drainDeadline": "1s",
                 "logFormat": "text",
             });
+            let mut cfg = cfg;
+            if let Some(port) = pod.waypoint_plaintext_port {
+                // The pod address, not loopback: clients in other pods are the point.
+                cfg["plaintextHttpAddr"] = json!(format!("{ip}:{port}"));
+                cfg["plaintextHttpAllowRemote"] = json!(true);
+            }
             write_yaml(&file, &cfg).map_err(|source| LabError::Io { step, path: file.clone(), source })?;
             let log = l.pod_log(&pod.namespace, &pod.name);
             let cgroup = pod_cgroup(&self.cg_root, pod);
