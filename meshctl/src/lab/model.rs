@@ -44,11 +44,17 @@ pub struct LabPod {
     /// [`PLAINTEXT_HTTP_ANNOTATION`] (the benchmarks use it as a plain L7 proxy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waypoint_plaintext_port: Option<u16>,
+    /// The waypoint's log level, from the Gateway's [`LOG_LEVEL_ANNOTATION`] (`warn` drops the
+    /// per-request access log, which Istio's waypoints do not write by default either).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waypoint_log_level: Option<String>,
 }
 
 /// Gateway annotation of the lab (not Istio's): the waypoint also serves plaintext HTTP,
 /// routed by Host, on this port of its pod address.
 pub const PLAINTEXT_HTTP_ANNOTATION: &str = "lab.mesh.dev/plaintext-http-port";
+/// Gateway annotation of the lab: the waypoint's `logLevel`.
+pub const LOG_LEVEL_ANNOTATION: &str = "lab.mesh.dev/log-level";
 
 impl LabPod {
     /// `namespace/name`.
@@ -268,6 +274,7 @@ pub fn build(docs: &[(String, Value)], prev: &[LabPod]) -> Result<LabModel, LabE
                 template_hash: String::new(),
                 waypoint: None,
                 waypoint_plaintext_port: None,
+                waypoint_log_level: None,
             };
             names.insert((pod.namespace.clone(), pod.name.clone()));
             pods.push((pod, doc));
@@ -314,6 +321,8 @@ pub fn build(docs: &[(String, Value)], prev: &[LabPod]) -> Result<LabModel, LabE
                     })
                 })
                 .transpose()?;
+            pod.waypoint_log_level =
+                str_at(gw, &["metadata", "annotations", LOG_LEVEL_ANNOTATION]).map(str::to_string);
         }
     }
     for (pod, doc) in m.pods.iter().zip(m.pod_docs.iter_mut()) {
@@ -587,6 +596,7 @@ fn materialise(
             template_hash: hash.clone(),
             waypoint: None,
             waypoint_plaintext_port: None,
+            waypoint_log_level: None,
         };
         pods.push((pod, doc));
     }

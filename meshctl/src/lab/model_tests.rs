@@ -195,7 +195,7 @@ metadata: {name: other, labels: {istio.io/use-waypoint: none}}
 }
 
 #[test]
-fn a_gateway_annotation_gives_its_waypoint_a_plaintext_port() {
+fn gateway_annotations_give_its_waypoint_a_plaintext_port_and_a_log_level() {
     let gw = |value: &str| {
         format!(
             r#"
@@ -218,6 +218,12 @@ spec:
     assert_eq!(
         plain.unwrap().pods.iter().find(|p| p.waypoint.is_some()).unwrap().waypoint_plaintext_port,
         None
+    );
+    let logged = gw("8080").replace("annotations: {", "annotations: {lab.mesh.dev/log-level: warn, ");
+    let m = build(&docs(&logged), &[]).unwrap();
+    assert_eq!(
+        m.pods.iter().find(|p| p.waypoint.is_some()).unwrap().waypoint_log_level.as_deref(),
+        Some("warn")
     );
     let e = build(&docs(&gw("http")), &[]).unwrap_err().to_string();
     assert!(

@@ -211,6 +211,7 @@ mod tests {
             template_hash: String::new(),
             waypoint: None,
             waypoint_plaintext_port: None,
+            waypoint_log_level: None,
         }
     }
 

@@ -50,6 +50,9 @@ impl Lab<'_> {
                 cfg["plaintextHttpAddr"] = json!(format!("{ip}:{port}"));
                 cfg["plaintextHttpAllowRemote"] = json!(true);
             }
+            if let Some(level) = &pod.waypoint_log_level {
+                cfg["logLevel"] = json!(level);
+            }
             write_yaml(&file, &cfg).map_err(|source| LabError::Io { step, path: file.clone(), source })?;
             let log = l.pod_log(&pod.namespace, &pod.name);
             let cgroup = pod_cgroup(&self.cg_root, pod);
