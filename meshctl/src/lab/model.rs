@@ -48,6 +48,10 @@ pub struct LabPod {
     /// per-request access log, which Istio's waypoints do not write by default either).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waypoint_log_level: Option<String>,
+    /// The waypoint's tokio worker threads, from the Gateway's [`WORKER_THREADS_ANNOTATION`]
+    /// (as a pod's CPU limit would set them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waypoint_worker_threads: Option<u16>,
 }
 
 /// Gateway annotation of the lab (not Istio's): the waypoint also serves plaintext HTTP,
@@ -55,6 +59,8 @@ pub struct LabPod {
 pub const PLAINTEXT_HTTP_ANNOTATION: &str = "lab.mesh.dev/plaintext-http-port";
 /// Gateway annotation of the lab: the waypoint's `logLevel`.
 pub const LOG_LEVEL_ANNOTATION: &str = "lab.mesh.dev/log-level";
+/// Gateway annotation of the lab: the waypoint's `TOKIO_WORKER_THREADS`.
+pub const WORKER_THREADS_ANNOTATION: &str = "lab.mesh.dev/worker-threads";
 
 impl LabPod {
     /// `namespace/name`.
@@ -275,6 +281,7 @@ pub fn build(docs: &[(String, Value)], prev: &[LabPod]) -> Result<LabModel, LabE
                 waypoint: None,
                 waypoint_plaintext_port: None,
                 waypoint_log_level: None,
+                waypoint_worker_threads: None,
             };
             names.insert((pod.namespace.clone(), pod.name.clone()));
             pods.push((pod, doc));
@@ -308,19 +315,23 @@ pub fn build(docs: &[(String, Value)], prev: &[LabPod]) -> Result<LabModel, LabE
     for pod in &mut m.pods {
         if let Some(gw) = waypoint_of(docs, pod) {
             pod.waypoint = str_at(gw, &["metadata", "name"]).map(str::to_string);
-            pod.waypoint_plaintext_port = str_at(gw, &["metadata", "annotations", PLAINTEXT_HTTP_ANNOTATION])
-                .map(|v| {
-                    v.parse().map_err(|_| LabError::Workload {
-                        object: format!(
-                            "Gateway {}/{}",
-                            pod.namespace,
-                            pod.waypoint.as_deref().unwrap_or_default()
-                        ),
-                        field: format!("metadata.annotations[{PLAINTEXT_HTTP_ANNOTATION}]"),
-                        reason: format!("{v:?} is not a port number"),
+            let number = |annotation: &str, what: &str| {
+                str_at(gw, &["metadata", "annotations", annotation])
+                    .map(|v| {
+                        v.parse::<u16>().ok().filter(|n| *n > 0).ok_or_else(|| LabError::Workload {
+                            object: format!(
+                                "Gateway {}/{}",
+                                pod.namespace,
+                                pod.waypoint.as_deref().unwrap_or_default()
+                            ),
+                            field: format!("metadata.annotations[{annotation}]"),
+                            reason: format!("{v:?} is not {what}"),
+                        })
                     })
-                })
-                .transpose()?;
+                    .transpose()
+            };
+            pod.waypoint_plaintext_port = number(PLAINTEXT_HTTP_ANNOTATION, "a port number")?;
+            pod.waypoint_worker_threads = number(WORKER_THREADS_ANNOTATION, "a thread count")?;
             pod.waypoint_log_level =
                 str_at(gw, &["metadata", "annotations", LOG_LEVEL_ANNOTATION]).map(str::to_string);
         }
@@ -597,6 +608,7 @@ fn materialise(
             waypoint: None,
             waypoint_plaintext_port: None,
             waypoint_log_level: None,
+            waypoint_worker_threads: None,
         };
         pods.push((pod, doc));
     }

@@ -195,7 +195,7 @@ metadata: {name: other, labels: {istio.io/use-waypoint: none}}
 }
 
 #[test]
-fn gateway_annotations_give_its_waypoint_a_plaintext_port_and_a_log_level() {
+fn gateway_annotations_set_the_waypoints_plaintext_port_log_level_and_workers() {
     let gw = |value: &str| {
         format!(
             r#"
@@ -219,12 +219,15 @@ spec:
         plain.unwrap().pods.iter().find(|p| p.waypoint.is_some()).unwrap().waypoint_plaintext_port,
         None
     );
-    let logged = gw("8080").replace("annotations: {", "annotations: {lab.mesh.dev/log-level: warn, ");
-    let m = build(&docs(&logged), &[]).unwrap();
-    assert_eq!(
-        m.pods.iter().find(|p| p.waypoint.is_some()).unwrap().waypoint_log_level.as_deref(),
-        Some("warn")
+    let logged = gw("8080").replace(
+        "annotations: {",
+        "annotations: {lab.mesh.dev/log-level: warn, lab.mesh.dev/worker-threads: \"1\", ",
     );
+    let m = build(&docs(&logged), &[]).unwrap();
+    let wp = m.pods.iter().find(|p| p.waypoint.is_some()).unwrap();
+    assert_eq!((wp.waypoint_log_level.as_deref(), wp.waypoint_worker_threads), (Some("warn"), Some(1)));
+    let zero = gw("8080").replace("annotations: {", "annotations: {lab.mesh.dev/worker-threads: \"0\", ");
+    assert!(build(&docs(&zero), &[]).unwrap_err().to_string().contains("is not a thread count"));
     let e = build(&docs(&gw("http")), &[]).unwrap_err().to_string();
     assert!(
         e.contains("Gateway peers/proxy") && e.contains("plaintext-http-port") && e.contains("\"http\""),

@@ -212,6 +212,7 @@ mod tests {
             waypoint: None,
             waypoint_plaintext_port: None,
             waypoint_log_level: None,
+            waypoint_worker_threads: None,
         }
     }
 

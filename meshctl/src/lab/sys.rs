@@ -158,6 +158,8 @@ pub struct Launch<'a> {
     pub cgroup: &'a Path,
     /// stdout and stderr go here (appended).
     pub log: &'a Path,
+    /// Added to the inherited environment.
+    pub env: Vec<(&'static str, String)>,
 }
 
 /// Starts a daemon: own session (survives meshctl), netns and cgroup joined before exec,
@@ -175,7 +177,12 @@ pub fn spawn(l: &Launch<'_>) -> Result<Child, LabError> {
     let log2 = log.try_clone().map_err(|e| io(l.log, e))?;
     let (ns_fd, cg_fd) = (netns.as_raw_fd(), cg.as_raw_fd());
     let mut cmd = Command::new(l.program);
-    cmd.args(&l.args).stdin(Stdio::null()).stdout(log).stderr(log2).current_dir("/");
+    cmd.args(&l.args)
+        .envs(l.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .current_dir("/");
     // SAFETY: the closure only makes raw syscalls (setns, write, setsid) on fds opened before
     // the fork; it allocates nothing, so it is safe between fork and exec.
     unsafe {

@@ -633,6 +633,7 @@ impl Lab<'_> {
             netns: state::HUB_NETNS,
             cgroup: &cgroup,
             log: &log,
+            env: Vec::new(),
         };
         self.start("mesh-ca", "mesh-ca", launch)?;
         let root = l.ca().join("root-cert.pem");
@@ -663,8 +664,15 @@ impl Lab<'_> {
             let cgroup = node.cgroup.join("ztunnel");
             let args = vec!["--config".into(), node.ztunnel_config.display().to_string()];
             let what = format!("ztunnel on {}", node.name);
-            let launch =
-                Launch { what, program: &program, args, netns: &node.netns, cgroup: &cgroup, log: &log };
+            let launch = Launch {
+                what,
+                program: &program,
+                args,
+                netns: &node.netns,
+                cgroup: &cgroup,
+                log: &log,
+                env: Vec::new(),
+            };
             self.start("ztunnel", &node.name, launch)?;
         }
         for (i, node) in nodes.iter().enumerate() {
@@ -727,7 +735,15 @@ impl Lab<'_> {
             self.start(
                 "echo",
                 &pod.key(),
-                Launch { what, program: &program, args, netns: &ns, cgroup: &cgroup, log: &log },
+                Launch {
+                    what,
+                    program: &program,
+                    args,
+                    netns: &ns,
+                    cgroup: &cgroup,
+                    log: &log,
+                    env: Vec::new(),
+                },
             )?;
             started.push((self.children.len() - 1, pod));
         }

@@ -59,10 +59,15 @@ impl Lab<'_> {
             let ns = state::pod_netns(&pod.namespace, &pod.name);
             let what = format!("waypoint in pod {}", pod.key());
             let args = vec!["--config".to_string(), file.display().to_string()];
+            let env = pod
+                .waypoint_worker_threads
+                .map(|n| ("TOKIO_WORKER_THREADS", n.to_string()))
+                .into_iter()
+                .collect();
             self.start(
                 "waypoint",
                 &pod.key(),
-                Launch { what, program: &program, args, netns: &ns, cgroup: &cgroup, log: &log },
+                Launch { what, program: &program, args, netns: &ns, cgroup: &cgroup, log: &log, env },
             )?;
         }
         for (i, pod) in wps.iter().enumerate() {
