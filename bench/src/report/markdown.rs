@@ -21,6 +21,7 @@ pub fn markdown(report: &Report, plots: &[Plot]) -> String {
     out.push(String::new());
 
     machine(report, &mut out);
+    goals_table(report, &mut out);
     tables(report, &mut out);
 
     if !plots.is_empty() {
@@ -69,6 +70,36 @@ fn machine(report: &Report, out: &mut Vec<String>) {
     out.push(format!("{fence}sh"));
     out.push(report.command.clone());
     out.push(fence);
+    out.push(String::new());
+}
+
+/// The "Goals" section: each goal of issue 7 as a same-run ratio or difference, and whether
+/// this run met it.
+fn goals_table(report: &Report, out: &mut Vec<String>) {
+    out.push("## Goals".to_string());
+    out.push(String::new());
+    out.push(
+        "Ratios and differences of two scenarios in this run (medians), so the machine's speed \
+         cancels out. The waypoint is compared as one plain L7 hop (`waypoint`) with Envoy as one \
+         (`envoy`); added latency is over `direct`."
+            .to_string(),
+    );
+    out.push(String::new());
+    out.push("| Goal | Figure | This run | Met |".to_string());
+    out.push("| :-- | :-- | --: | :-: |".to_string());
+    for g in super::goals(report) {
+        let met = match g.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "–",
+        };
+        out.push(format!(
+            "| {} | {} | {} | {met} |",
+            escape_text(&g.goal),
+            escape_text(&g.figure),
+            g.value.as_deref().map_or_else(|| "not measured".to_string(), escape_text)
+        ));
+    }
     out.push(String::new());
 }
 

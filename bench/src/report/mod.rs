@@ -1,14 +1,16 @@
-//! What a run's [`Report`] becomes for people: `BENCHMARKS.md` ([`markdown`]), its SVG plots
-//! ([`plots`]) and the regression check of `--compare` ([`compare`], [`check_format`]).
+//! What a run's [`Report`] becomes for people: `BENCHMARKS.md` ([`markdown`]) with the goals
+//! of issue 7 checked ([`goals`]), its SVG plots ([`plots`]) and the regression check of `--compare` ([`compare`], [`check_format`]).
 //!
 //! Everything here is a pure function of the report: the same input gives byte-identical output,
 //! so a rerun on an unchanged tree leaves the committed files alone.
 
 mod compare;
+mod goals;
 mod markdown;
 mod svg;
 
 pub use compare::{Change, CompareError, Comparison, check_format, compare};
+pub use goals::{Goal, goals};
 pub use markdown::markdown;
 pub use svg::plots;
 
