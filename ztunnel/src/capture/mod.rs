@@ -103,6 +103,17 @@ pub struct Capture {
     pods: RwLock<HashMap<IpAddr, Arc<PodNetns>>>,
 }
 
+/// Hands the heap's free pages back to the kernel. Loading the programs parses their object
+/// file and the kernel's BTF (megabytes, freed at once); glibc keeps such memory in the heap,
+/// so a first start held ~2.3 MiB more resident memory than a restart for nothing (issue 7).
+fn release_freed_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks glibc's own arenas; no pointer of ours is involved.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 impl Capture {
     /// Loads (or re-opens, after a restart) the programs and starts the netns thread.
     pub fn start(config: &CaptureConfig) -> Result<Capture, CaptureError> {
@@ -119,6 +130,7 @@ impl Capture {
             force_tc_fallback: false,
         })
         .map_err(CaptureError::Load)?;
+        release_freed_heap();
         let runner = NetnsRunner::start().map_err(CaptureError::Thread)?;
         let kube_root = if config.netns_path.starts_with("kube:") {
             Some(discover::root_from_spec(&config.netns_path).map_err(|source| CaptureError::Setup {
