@@ -77,11 +77,11 @@ impl ConnectHandler for FakeWaypoint {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn service_with_waypoint_goes_to_the_waypoint() {
-    let net = 122;
+/// The waypoint `wp` of namespace demo: its ServiceAccount, pod (not captured, on node-b) and
+/// Service; the Service `viawp` (VIP .0.2) uses it. `gateway` adds its Gateway object.
+fn waypoint_objects(net: u8, gateway: &str) -> String {
     let wp_ip = ip(net, 2, 30);
-    let extra = format!(
+    format!(
         "---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: waypoint, namespace: demo}}\n\
          ---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: wp-0\n  namespace: demo\n  \
          labels: {{app: wp, istio.io/dataplane-mode: none}}\nspec:\n  nodeName: node-b\n  serviceAccountName: waypoint\n  \
@@ -89,10 +89,22 @@ async fn service_with_waypoint_goes_to_the_waypoint() {
          ---\napiVersion: v1\nkind: Service\nmetadata: {{name: wp, namespace: demo}}\n\
          spec:\n  clusterIP: 10.{net}.0.9\n  selector: {{app: wp}}\n  ports: [{{name: mesh, port: 15008, targetPort: 15008}}]\n\
          ---\napiVersion: v1\nkind: Service\nmetadata: {{name: viawp, namespace: demo, labels: {{istio.io/use-waypoint: wp}}}}\n\
-         spec:\n  clusterIP: 10.{net}.0.2\n  selector: {{app: server}}\n  ports: [{{name: tcp, port: 80, targetPort: 8080}}]\n"
-    );
-    let mesh = start_mesh(net, &extra).await;
-    // The stand-in waypoint: a real HBONE server with the waypoint's certificate from the CA.
+         spec:\n  clusterIP: 10.{net}.0.2\n  selector: {{app: server}}\n  ports: [{{name: tcp, port: 80, targetPort: 8080}}]\n{gateway}"
+    )
+}
+
+/// A Gateway for `wp` with `istio.io/waypoint-for: <takes>`.
+fn waypoint_gateway(takes: &str) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: wp\n  namespace: demo\n  \
+         labels: {{istio.io/waypoint-for: {takes}}}\nspec:\n  gatewayClassName: istio-waypoint\n  \
+         listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]\n"
+    )
+}
+
+/// The stand-in waypoint: a real HBONE server on the wp pod's address with the waypoint's
+/// certificate from the mesh's CA.
+async fn fake_waypoint(mesh: &Mesh) -> Arc<FakeWaypoint> {
     let ca = CaClientConfig::new(format!("https://{}", mesh.ca.local_addr), mesh.ca.root_pem.clone());
     let boot = bootstrap_node(
         ca,
@@ -108,9 +120,28 @@ async fn service_with_waypoint_goes_to_the_waypoint() {
     let trust = TrustBundle::from_pem("cluster.local", &mesh.ca.root_pem).unwrap();
     let tls = Arc::new(server_config(&cert, &trust).unwrap());
     let handler = Arc::new(FakeWaypoint::default());
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(wp_ip, 15008)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip(mesh.net, 2, 30), 15008)).await.unwrap();
     let server = HboneServer::new(ServerSettings::default(), tls, handler.clone());
     tokio::spawn(server.serve(listener, std::future::pending::<()>()));
+    handler
+}
+
+/// The base model with pod server-v1 labelled to use the waypoint `wp` as well.
+fn server_v1_uses_wp(net: u8) -> String {
+    let m = base_model(net);
+    let labelled = m.replace(
+        "labels: {app: server, version: v1}",
+        "labels: {app: server, version: v1, istio.io/use-waypoint: wp}",
+    );
+    assert_ne!(labelled, m);
+    labelled
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_with_waypoint_goes_to_the_waypoint() {
+    let net = 122;
+    let mesh = start_mesh(net, &waypoint_objects(net, "")).await;
+    let handler = fake_waypoint(&mesh).await;
     let v1 = echo_server(SocketAddr::new(ip(net, 2, 10), 8080)).await;
 
     let client = ip(net, 1, 10);
@@ -137,6 +168,60 @@ async fn service_with_waypoint_goes_to_the_waypoint() {
     assert_eq!(code, 0);
     assert!(echo_roundtrip(s, data.clone()).await.unwrap() == *data);
     assert_eq!(handler.seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_addressed_traffic_skips_a_service_waypoint() {
+    // Istio's default: a waypoint takes what is sent to Services; a connection to the pod's
+    // own address goes to its ztunnel even though the pod uses the waypoint.
+    let net = 126;
+    let objects = waypoint_objects(net, &waypoint_gateway("service"));
+    // node-a, whose outbound is under test, sees server-v1 labelled.
+    let mesh = start_mesh_with(net, &objects, Some(server_v1_uses_wp(net) + &objects)).await;
+    let handler = fake_waypoint(&mesh).await;
+    let v1 = echo_server(SocketAddr::new(ip(net, 2, 10), 8080)).await;
+    let client = ip(net, 1, 10);
+    let (code, s) =
+        socks_connect(client, mesh.a.socks5_addr, Dest::Addr(SocketAddr::new(ip(net, 2, 10), 8080))).await;
+    assert_eq!(code, 0);
+    let data = pattern(100);
+    assert!(echo_roundtrip(s, data.clone()).await.unwrap() == *data);
+    assert_eq!(v1.total(), 1, "straight to the pod");
+    assert!(handler.seen.lock().unwrap().is_empty(), "the waypoint saw pod-addressed traffic");
+    // The Service that uses it still goes through it.
+    let vip: SocketAddr = format!("10.{net}.0.2:80").parse().unwrap();
+    let (code, s) = socks_connect(client, mesh.a.socks5_addr, Dest::Addr(vip)).await;
+    assert_eq!(code, 0);
+    assert!(echo_roundtrip(s, data.clone()).await.unwrap() == *data);
+    assert_eq!(handler.seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_waypoint_takes_pod_addressed_traffic_only() {
+    let net = 127;
+    let objects = waypoint_objects(net, &waypoint_gateway("workload"));
+    // node-a, whose outbound is under test, sees server-v1 labelled.
+    let mesh = start_mesh_with(net, &objects, Some(server_v1_uses_wp(net) + &objects)).await;
+    let handler = fake_waypoint(&mesh).await;
+    let v1 = echo_server(SocketAddr::new(ip(net, 2, 10), 8080)).await;
+    let v2 = echo_server(SocketAddr::new(ip(net, 2, 11), 8080)).await;
+    let client = ip(net, 1, 10);
+    let pod: SocketAddr = SocketAddr::new(ip(net, 2, 10), 8080);
+    let (code, s) = socks_connect(client, mesh.a.socks5_addr, Dest::Addr(pod)).await;
+    assert_eq!(code, 0);
+    let data = pattern(100);
+    assert!(echo_roundtrip(s, data.clone()).await.unwrap() == *data);
+    let seen = handler.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "pod-addressed traffic goes through a workload waypoint");
+    assert_eq!(seen[0].authority, pod);
+    assert_eq!(v1.total(), 0);
+    // A Service labelled with it does not: ztunnel picks an endpoint itself.
+    let vip: SocketAddr = format!("10.{net}.0.2:80").parse().unwrap();
+    let (code, s) = socks_connect(client, mesh.a.socks5_addr, Dest::Addr(vip)).await;
+    assert_eq!(code, 0);
+    assert!(echo_roundtrip(s, data.clone()).await.unwrap() == *data);
+    assert_eq!(handler.seen.lock().unwrap().len(), 1);
+    assert_eq!(v1.total() + v2.total(), 1, "the Service's connection reached a backend directly");
 }
 
 async fn wait_total(echoes: &[&Echo], n: usize) {

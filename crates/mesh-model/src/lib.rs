@@ -22,4 +22,4 @@ pub use source::file::{FileSource, Loaded, load_paths, watched_store};
 pub use source::{Batch, ConfigSource, Doc, SourceError, Update};
 pub use store::{ConfigStore, IgnoredObject, ModelHandle};
 pub use translate::translate;
-pub use workload::{ContainerPort, NamespaceInfo, PodPhase, Protocol, WaypointRef, Workload};
+pub use workload::{ContainerPort, NamespaceInfo, PodPhase, Protocol, WaypointFor, WaypointRef, Workload};

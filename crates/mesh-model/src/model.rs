@@ -14,7 +14,7 @@ use mesh_api::{Object, Origin, Resource, SpiffeId};
 use crate::config::MeshConfig;
 use crate::policy::{ParentKey, Policy, PolicyIndex, PolicyKind};
 use crate::service::Service;
-use crate::workload::{NamespaceInfo, PodPhase, WaypointRef, Workload};
+use crate::workload::{NamespaceInfo, PodPhase, WaypointFor, WaypointRef, Workload};
 
 /// A typed object with where it came from.
 pub type Sourced<T> = (Arc<Resource<T>>, Origin);
@@ -46,6 +46,8 @@ pub struct Model {
     pub(crate) routes_by_parent: HashMap<ParentKey, (Vec<u32>, Vec<u32>)>,
     pub(crate) gateways: Box<[Sourced<GatewaySpec>]>,
     pub(crate) kube_gateways: Box<[Sourced<KubeGatewaySpec>]>,
+    /// Gateways whose `istio.io/waypoint-for` is not the default `service`.
+    pub(crate) waypoint_for: HashMap<WaypointRef, WaypointFor>,
     pub(crate) sidecars: Box<[Sourced<SidecarSpec>]>,
     /// Sorted by (namespace, name).
     pub(crate) envoy_filters: Box<[Sourced<EnvoyFilterSpec>]>,
@@ -308,6 +310,12 @@ impl Model {
         let start = self.envoy_filters.partition_point(|(e, _)| e.namespace() < namespace);
         let end = start + self.envoy_filters[start..].partition_point(|(e, _)| e.namespace() == namespace);
         &self.envoy_filters[start..end]
+    }
+
+    /// Which traffic a waypoint takes (`istio.io/waypoint-for` on its Gateway; `service` when
+    /// the Gateway does not say, or is not in the model).
+    pub fn waypoint_for(&self, waypoint: &WaypointRef) -> WaypointFor {
+        self.waypoint_for.get(waypoint).copied().unwrap_or_default()
     }
 
     /// The Service that fronts a waypoint (Istio gives a waypoint Gateway a Service of the

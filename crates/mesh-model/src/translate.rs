@@ -14,7 +14,8 @@ use crate::model::{HostIndex, Model, canonical_host};
 use crate::policy::{ParentKey, PolicyIndex, parent_keys, policy_of};
 use crate::service::{self, EndpointsFrom, SERVICE_NAME_LABEL, Service};
 use crate::workload::{
-    NamespaceInfo, PodError, Workload, namespace_from_labels, namespace_info, workload_from_pod,
+    NamespaceInfo, PodError, WAYPOINT_FOR_LABEL, WaypointFor, WaypointRef, Workload, namespace_from_labels,
+    namespace_info, workload_from_pod,
 };
 
 /// Builds a model from the objects in force. Objects must have distinct keys (the store and
@@ -260,6 +261,15 @@ pub fn translate(objects: &[(Object, Origin)], config: &MeshConfig) -> (Model, V
     model.grpc_routes = grpc.into();
     model.routes_by_parent = routes_by_parent;
     model.gateways = gateways.into();
+    for (g, _) in &kube_gateways {
+        let value = g.metadata.labels.as_ref().and_then(|l| l.get(WAYPOINT_FOR_LABEL));
+        let takes = WaypointFor::from_label(value.map(String::as_str));
+        if let (WaypointFor::Workload | WaypointFor::All | WaypointFor::None, Some(ns), Some(name)) =
+            (takes, g.metadata.namespace.as_deref(), g.metadata.name.as_deref())
+        {
+            model.waypoint_for.insert(WaypointRef { namespace: t.i.str(ns), name: t.i.str(name) }, takes);
+        }
+    }
     model.kube_gateways = kube_gateways.into();
     model.sidecars = sidecars.into();
     envoy_filters.sort_by(|(a, _), (b, _)| (a.namespace(), a.name()).cmp(&(b.namespace(), b.name())));

@@ -17,6 +17,44 @@ pub const USE_WAYPOINT_LABEL: &str = "istio.io/use-waypoint";
 /// Optional label giving the waypoint's namespace when it is not the object's own.
 pub const USE_WAYPOINT_NAMESPACE_LABEL: &str = "istio.io/use-waypoint-namespace";
 
+/// The label on a waypoint's Gateway saying which traffic it takes.
+pub const WAYPOINT_FOR_LABEL: &str = "istio.io/waypoint-for";
+
+/// Which traffic a waypoint takes, from `istio.io/waypoint-for` on its Gateway. Istio's
+/// default is `service`: connections to a Service's address go through the waypoint, while
+/// connections to a pod's own address go straight to the pod.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WaypointFor {
+    #[default]
+    Service,
+    Workload,
+    All,
+    None,
+}
+
+impl WaypointFor {
+    /// The label's value; absent or unknown values are Istio's default, `service`.
+    pub fn from_label(value: Option<&str>) -> WaypointFor {
+        match value {
+            Some("workload") => WaypointFor::Workload,
+            Some("all") => WaypointFor::All,
+            Some("none") => WaypointFor::None,
+            _ => WaypointFor::Service,
+        }
+    }
+
+    /// Whether connections addressed to a Service go through the waypoint.
+    pub fn takes_services(self) -> bool {
+        matches!(self, WaypointFor::Service | WaypointFor::All)
+    }
+
+    /// Whether connections addressed to a pod go through the waypoint.
+    pub fn takes_workloads(self) -> bool {
+        matches!(self, WaypointFor::Workload | WaypointFor::All)
+    }
+}
+
 /// A waypoint a workload or service sends its traffic through (a Gateway by namespace/name).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct WaypointRef {

@@ -1,6 +1,8 @@
 //! Outbound: connections from the local pods, taken from the captured listener (original
 //! destination by `SO_ORIGINAL_DST`) or from SOCKS5, resolved against the model and sent on:
-//! HBONE to a waypoint when the destination has one, HBONE to `<pod ip>:15008` for a captured
+//! HBONE to a waypoint when the destination has one that takes its kind of traffic
+//! (`istio.io/waypoint-for`: Services by default, pods' own addresses only when it says
+//! `workload` or `all`), HBONE to `<pod ip>:15008` for a captured
 //! pod (a service VIP first picks an endpoint through [`crate::lb`]), plain TCP for pods not
 //! captured and for destinations outside the mesh. Reported with reporter `source`.
 
@@ -144,6 +146,7 @@ fn to_pod(ctx: &Ctx, w: &Workload, addr: SocketAddr) -> Route {
 pub fn resolve(ctx: &Ctx, model: &Model, client: IpAddr, dst: SocketAddr) -> Result<Resolved, OutboundError> {
     if let Some(svc) = model.service_by_vip(dst.ip()) {
         if let Some(wp) = &svc.waypoint
+            && model.waypoint_for(wp).takes_services()
             && !is_waypoint_itself(model, wp, client)
         {
             let (route, active) = via_waypoint(ctx, model, wp, dst, client)?;
@@ -165,8 +168,11 @@ pub fn resolve(ctx: &Ctx, model: &Model, client: IpAddr, dst: SocketAddr) -> Res
         return Ok(Resolved { route, workload, service: Some(svc.clone()), active: Some(picked.active) });
     }
     if let Some(w) = model.workload_by_ip(dst.ip()) {
+        // Istio's default waypoint (`istio.io/waypoint-for: service`) does not take traffic
+        // addressed to a pod: that goes to the pod's ztunnel, under L4 policy only.
         if let Some(wp) = &w.waypoint
             && w.captured
+            && model.waypoint_for(wp).takes_workloads()
             && !is_waypoint_itself(model, wp, client)
         {
             let (route, active) = via_waypoint(ctx, model, wp, dst, client)?;
