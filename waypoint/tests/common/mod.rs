@@ -289,7 +289,7 @@ pub async fn start_ca(dir: &Path, model: &str) -> RunningCa {
 /// A mesh-ca serving a model and an in-process waypoint on it, with its plaintext HTTP
 /// listener on an ephemeral loopback port (callers reach it without HBONE).
 pub struct PlainWaypoint {
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     _ca: RunningCa,
     pub waypoint: waypoint::ctx::Waypoint,
 }
@@ -302,7 +302,7 @@ pub async fn start_plain_waypoint(model: &str, hbone: SocketAddr) -> PlainWaypoi
     let mut config = waypoint_config(dir.path(), &ca, hbone);
     config.plaintext_http_addr = Some("127.0.0.1:0".parse().unwrap());
     let waypoint = waypoint::ctx::start(config, None).await.unwrap();
-    PlainWaypoint { _dir: dir, _ca: ca, waypoint }
+    PlainWaypoint { dir, _ca: ca, waypoint }
 }
 
 /// The config of waypoint `demo/waypoint` (pod waypoint-0 on node-a) reading `dir/model`,
