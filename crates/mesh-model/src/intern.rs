@@ -1,7 +1,7 @@
 //! String and label-set interning, so 10,000 workloads share one copy of each namespace,
 //! node, service account and label set (the model's memory budget is < 1 KB per workload).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -28,6 +28,12 @@ impl Labels {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Whether both are the same interned set (pods of one Deployment share one): a pointer
+    /// comparison, where `==` compares every pair.
+    pub fn same(&self, other: &Labels) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// Whether every label of `selector` is present here with the same value (an empty
@@ -62,12 +68,15 @@ pub(crate) fn ser_display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) ->
     s.collect_str(v)
 }
 
-/// Interns strings, label sets and identities during one translation.
+/// Interns strings, label sets and identities during one translation. The sets hash with
+/// foldhash (randomly seeded per process, so crafted names cannot force collisions): every
+/// pod's strings and label set pass through here, and SipHash made that a quarter of a
+/// 100,000-workload translation.
 #[derive(Default)]
 pub(crate) struct Interner {
-    strings: HashSet<Arc<str>>,
-    labels: HashSet<Labels>,
-    identities: HashMap<(Arc<str>, Arc<str>), Arc<SpiffeId>>,
+    strings: foldhash::HashSet<Arc<str>>,
+    labels: foldhash::HashSet<Labels>,
+    identities: foldhash::HashMap<(Arc<str>, Arc<str>), Arc<SpiffeId>>,
     empty: Option<Arc<str>>,
 }
 

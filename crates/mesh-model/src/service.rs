@@ -265,9 +265,20 @@ fn target_for(sp: &ServicePort, workload: Option<&Workload>) -> u16 {
 /// match.
 pub(crate) fn endpoints_from_selector(service: &Service, ns_workloads: &[Arc<Workload>]) -> Vec<Endpoint> {
     let Some(selector) = &service.selector else { return Vec::new() };
+    // Workloads are sorted by name, so a Deployment's pods sit together and share one
+    // interned label set: the selector is matched once per run of them, not once per pod.
+    let mut last: Option<(&Labels, bool)> = None;
     ns_workloads
         .iter()
-        .filter(|w| w.is_addressable() && w.labels.matches(selector))
+        .filter(|w| w.is_addressable())
+        .filter(|w| match last {
+            Some((labels, matched)) if labels.same(&w.labels) => matched,
+            _ => {
+                let matched = w.labels.matches(selector);
+                last = Some((&w.labels, matched));
+                matched
+            }
+        })
         .map(|w| Endpoint {
             ip: w.ips[0],
             ports: service.ports.iter().map(|sp| target_for(sp, Some(w))).collect(),
