@@ -6,11 +6,16 @@
 //! - `peers`: Envoy, nginx and haproxy as L7 hops with the waypoint's routes;
 //! - `run`: the measurements of one run, repeated and interleaved;
 //! - `load`: the fixed-rate, coordinated-omission-correct HTTP client (run inside lab pods);
+//! - `saturation`: closed-loop maximum throughput with h2load (run inside lab pods);
+//! - `hold`: many idle keep-alive connections held open (`bench hold`, run inside lab pods);
 //! - `report`: Markdown, SVG plots and the regression check of `--compare`.
 
+pub mod config_update;
+pub mod hold;
 pub mod lab;
 pub mod load;
 pub mod peers;
 pub mod report;
 pub mod results;
 pub mod run;
+pub mod saturation;

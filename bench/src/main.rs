@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mesh_bench::load::{self, Proto, RateSpec};
 use mesh_bench::results::Report;
-use mesh_bench::{report, run};
+use mesh_bench::{config_update, report, run};
 
 #[derive(Debug, Parser)]
 #[command(name = "bench", about = "Measure the mesh against no mesh; write BENCHMARKS.md")]
@@ -70,6 +70,18 @@ enum Cmd {
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
     },
+    /// Opens N keep-alive connections (run inside a lab pod), one request each, and holds them
+    /// until a line on stdin; prints a JSON line when they are open and one when they close.
+    Hold(mesh_bench::hold::HoldArgs),
+    /// Config-update latency alone (no lab): prints the rows as JSON; exit 1 if a size failed.
+    ConfigUpdate {
+        /// Workload pods in the model (repeatable; default 1000 and 100000).
+        #[arg(long = "workloads")]
+        workloads: Vec<usize>,
+        /// Route flips per size.
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
 }
 
 fn parse_proto(s: &str) -> Result<Proto, String> {
@@ -88,6 +100,10 @@ fn main() -> ExitCode {
 
 fn real_main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
+    if let Some(Cmd::Hold(hold)) = &args.cmd {
+        mesh_bench::hold::main(hold)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(Cmd::Load { target, host, path, proto, rate, seconds, warmup, body, connections, timeout }) =
         args.cmd
     {
@@ -109,13 +125,26 @@ fn real_main() -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
+    if let Some(Cmd::ConfigUpdate { workloads, reps }) = &args.cmd {
+        let sizes = if workloads.is_empty() {
+            config_update::Plan::new(false, None).sizes
+        } else {
+            workloads.clone()
+        };
+        let out = config_update::measure(*reps, &sizes);
+        println!("{}", serde_json::to_string_pretty(&out.rows)?);
+        return Ok(if out.skipped.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
     let results = match &args.report {
         Some(path) => read_report(path)?,
         None => {
             let plan = run::Plan::new(args.quick, args.reps);
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             let lab = mesh_bench::lab::up()?;
-            run::run(&lab, &plan, command)?
+            let mut report = run::run(&lab, &plan, command)?;
+            drop(lab);
+            config_update::append(&mut report, &config_update::Plan::new(args.quick, args.reps));
+            report
         }
     };
     write_outputs(&args, &results)?;

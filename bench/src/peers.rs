@@ -114,8 +114,17 @@ pub fn start(lab: &Lab, peer: Peer, dir: &Path) -> anyhow::Result<Running> {
     let log = dir.join(format!("{}.log", peer.name()));
     let cmd = peer.command(&bin, &config).join(" ");
     // Backgrounded by the shell inside the pod's netns and cgroup; `lab down` ends it with
-    // the pod. The shell prints its pid.
-    let out = lab::exec(lab, peer.pod(), &["sh", "-c", &format!("{cmd} >{} 2>&1 & echo $!", log.display())])?;
+    // the pod. The shell prints its pid. Open files: the lab's limit (see `lab::up`), raised
+    // here too should the harness have been refused; none of the peers raises its own in the
+    // way they run here (nginx's `worker_rlimit_nofile` needs a master process, Envoy has no
+    // such setting); haproxy asks for 2 × `maxconn` and, with `no strict-limits`, runs with
+    // what it gets when that is refused.
+    let nofile = crate::lab::LAB_NOFILE;
+    let out = lab::exec(
+        lab,
+        peer.pod(),
+        &["sh", "-c", &format!("ulimit -n {nofile} 2>/dev/null; {cmd} >{} 2>&1 & echo $!", log.display())],
+    )?;
     let pid: i32 =
         out.trim().parse().with_context(|| format!("{}: no pid from the shell: {out:?}", peer.name()))?;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -242,7 +251,7 @@ fn nginx_config(dir: &Path) -> String {
 
 fn haproxy_config() -> String {
     format!(
-        "global\n  nbthread 1\n  maxconn 8000\n\n\
+        "global\n  nbthread 1\n  maxconn 20000\n  no strict-limits\n\n\
          defaults\n  mode http\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n  \
          option http-keep-alive\n  http-reuse always\n\n\
          frontend fe\n  bind :8080\n  bind :8081 proto h2\n  \

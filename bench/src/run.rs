@@ -9,10 +9,12 @@ use anyhow::{Context, bail};
 use mesh_e2e::lab::Lab;
 use serde_json::Value;
 
+use crate::hold::{self, Holder};
 use crate::lab::{self, MeshProc, OnPath, Scenario};
 use crate::load::{Proto, RateResult};
 use crate::peers::{self, Peer};
 use crate::results::{Better, Curve, Machine, Report, Row, Stat};
+use crate::saturation;
 
 /// Durations and counts of a run.
 #[derive(Debug, Clone)]
@@ -29,6 +31,13 @@ pub struct Plan {
     pub transfer: Duration,
     /// Request and response body size (bytes).
     pub body: usize,
+    /// Measured window of a saturation run (h2load `-D`, whole seconds), per protocol,
+    /// scenario and repetition.
+    pub saturation: Duration,
+    /// h2load's warm-up before it (`--warm-up-time`, whole seconds).
+    pub saturation_warmup: Duration,
+    /// Connections held open at once in the open-connections phase (once per run).
+    pub hold_connections: usize,
 }
 
 impl Plan {
@@ -40,6 +49,9 @@ impl Plan {
             rates: if quick { vec![1000] } else { vec![1000, 10_000] },
             transfer: Duration::from_secs(if quick { 2 } else { 5 }),
             body: 1024,
+            saturation: Duration::from_secs(if quick { 2 } else { 5 }),
+            saturation_warmup: Duration::from_secs(1),
+            hold_connections: if quick { 1000 } else { 10_000 },
         }
     }
 }
@@ -75,6 +87,8 @@ impl Collect {
 /// Runs the plan on a lab that is up.
 pub fn run(lab: &Lab, plan: &Plan, command: String) -> anyhow::Result<Report> {
     let started = utc_now();
+    // Before anything runs: a run without saturation figures is not a run of this harness.
+    saturation::binary()?;
     let mut procs = lab::mesh_procs(lab)?;
     let mut c = Collect::default();
     let mut skipped = Vec::new();
@@ -97,14 +111,20 @@ pub fn run(lab: &Lab, plan: &Plan, command: String) -> anyhow::Result<Report> {
     for s in &scenarios {
         c.order.push(s.name.to_string());
     }
+    // h2load posts this, as the fixed-rate runs post `plan.body` bytes.
+    let body_file = dir.join("body");
+    std::fs::write(&body_file, vec![b'x'; plan.body])
+        .with_context(|| format!("writing {}", body_file.display()))?;
 
     // Idle memory: the lab is up and configured, nothing has flowed yet.
     for p in &procs {
         c.add(&p.label, "rss_idle".into(), "MiB", Better::Lower, lab::rss_mib(p.pid)?);
+        c.add(&p.label, "rss_idle/anon".into(), "MiB", Better::Lower, lab::rss_anon_mib(p.pid)?);
     }
 
     skipped.push(
-        "l7: TCP throughput and connection rate (iperf3 between its pods fails; HTTP only); \
+        "l7: TCP throughput and connection rate (pod-addressed TCP skips a service waypoint, as in \
+         Istio, so it would measure the l4 path; HTTP only); \
          waypoint, envoy, nginx, haproxy: HTTP only (L7 hops)"
             .to_string(),
     );
@@ -174,19 +194,38 @@ pub fn run(lab: &Lab, plan: &Plan, command: String) -> anyhow::Result<Report> {
                         .push(r);
                 }
             }
-            let Some((_, server_ip)) = s.raw_tcp else {
-                continue;
-            };
-            if iperf.is_some() {
-                for streams in [1, 8] {
-                    let gbps = iperf3(lab, s.client, server_ip, streams, plan.transfer)?;
-                    c.add(s.name, format!("throughput/{streams}stream"), "Gbit/s", Better::Higher, gbps);
+            if let Some((_, server_ip)) = s.raw_tcp {
+                if iperf.is_some() {
+                    for streams in [1, 8] {
+                        let gbps = iperf3(lab, s.client, server_ip, streams, plan.transfer)?;
+                        c.add(s.name, format!("throughput/{streams}stream"), "Gbit/s", Better::Higher, gbps);
+                    }
                 }
+                let cr = connrate(lab, s.client, server_ip, plan.transfer)?;
+                c.add(s.name, "connections_per_s/4workers".into(), "conn/s", Better::Higher, cr);
             }
-            let cr = connrate(lab, s.client, server_ip, plan.transfer)?;
-            c.add(s.name, "connections_per_s/4workers".into(), "conn/s", Better::Higher, cr);
+            for proto in [Proto::H1, Proto::H2] {
+                saturate(lab, s, &mine, proto, plan, &body_file, &mut c, &mut skipped)?;
+            }
         }
     }
+    skipped.push(format!(
+        "saturation: closed-loop h2load in the client pod (HTTP/1.1: {} connections; h2c: {} \
+         connections × {} streams; {} s after {} s of warm-up) on the same {} CPUs as the proxies \
+         and the echo server, so the figure is what the whole machine serves through the path, \
+         not a proxy's capacity alone; `cpu_per_1k/h2load` is the client's own share (with \
+         `meshctl lab exec`'s start-up, a few ms)",
+        saturation::concurrency(Proto::H1).0,
+        saturation::concurrency(Proto::H2).0,
+        saturation::concurrency(Proto::H2).1,
+        plan.saturation.as_secs(),
+        plan.saturation_warmup.as_secs(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    ));
+
+    // Memory with many connections open: once per run, after everything else (it leaves
+    // allocator memory behind that would colour the runs after it).
+    hold_phase(&scenarios, &procs, plan, &mut c, &mut skipped)?;
 
     let mut curves = Vec::new();
     for ((rate, key), runs) in &c.rate_runs {
@@ -285,6 +324,175 @@ fn fixed_rate(lab: &Lab, s: &Scenario, proto: Proto, rate: u64, plan: &Plan) -> 
         ],
     )?;
     serde_json::from_str(out.trim()).with_context(|| format!("load in {}: not a result: {out}", s.client))
+}
+
+/// One saturation run (h2load, closed loop): `saturation/<proto>` (2xx per second),
+/// `saturation/<proto>/failed` (every other outcome, a count: never hidden), and CPU per 1,000
+/// requests of each process on the path and of h2load itself.
+#[allow(clippy::too_many_arguments)]
+fn saturate(
+    lab: &Lab,
+    s: &Scenario,
+    mine: &[&MeshProc],
+    proto: Proto,
+    plan: &Plan,
+    body_file: &std::path::Path,
+    c: &mut Collect,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let path = format!("/api/items?size={}", plan.body);
+    let before: Vec<f64> = mine.iter().map(|p| lab::cpu_seconds(p.pid)).collect::<Result<_, _>>()?;
+    let client_before = saturation::children_cpu_seconds();
+    let tag = proto.as_str();
+    let r = match saturation::run(lab, s, proto, &path, body_file, plan.saturation, plan.saturation_warmup) {
+        Ok(r) => r,
+        // A hung or failed h2load costs this figure, not the run: said in the report.
+        Err(e) => {
+            let note = format!("saturation of {} over {}: no figure: {e:#}", s.name, proto_name(proto));
+            progress(&format!("  ! {note}"));
+            notes.push(note);
+            return Ok(());
+        }
+    };
+    let client_cpu = saturation::children_cpu_seconds() - client_before;
+    c.add(s.name, format!("saturation/{tag}"), "req/s", Better::Higher, r.ok_rps());
+    c.add(s.name, format!("saturation/{tag}/failed"), "req", Better::Lower, r.not_ok() as f64);
+    if let Some(problem) = r.problem() {
+        let note = format!("saturation of {} over {}: {problem}", s.name, proto_name(proto));
+        progress(&format!("  ! {note}"));
+        notes.push(note);
+    }
+    if r.done == 0 {
+        return Ok(());
+    }
+    // Every request on the CPU clocks, the warm-up's too (h2load counts only the measured
+    // window's; the warm-up ran at about the same rate).
+    let window = plan.saturation.as_secs().max(1) as f64;
+    let warm = plan.saturation_warmup.as_secs().max(1) as f64;
+    let requests = r.done as f64 * (window + warm) / window;
+    let per_1k = |cpu: f64| cpu * 1e3 / (requests / 1e3);
+    for (p, b) in mine.iter().zip(&before) {
+        let cpu = lab::cpu_seconds(p.pid)? - b;
+        c.add(
+            s.name,
+            format!("cpu_per_1k/{}/{tag}/saturation", p.label),
+            "ms CPU",
+            Better::Lower,
+            per_1k(cpu),
+        );
+    }
+    if client_cpu.is_finite() {
+        c.add(
+            s.name,
+            format!("cpu_per_1k/h2load/{tag}/saturation"),
+            "ms CPU",
+            Better::Lower,
+            per_1k(client_cpu),
+        );
+    }
+    Ok(())
+}
+
+fn proto_name(proto: Proto) -> &'static str {
+    match proto {
+        Proto::H1 => "HTTP/1.1",
+        Proto::H2 => "h2c",
+    }
+}
+
+/// Connections being opened at once by `bench hold`.
+const HOLD_CONCURRENCY: usize = 128;
+
+/// The open-connections phase: per scenario, `plan.hold_connections` HTTP/1.1 keep-alive
+/// connections from the client pod through the path, each with one request answered, held
+/// idle while the RSS of every process on the path is read, then closed. Rows (N as `10k`):
+/// `rss_<N>_conns/<proc>` with them open, `.../before` just before, `.../after_close` a second
+/// after they closed; `kib_per_conn/<proc>/<N>_conns` = (with − before) / connections open.
+fn hold_phase(
+    scenarios: &[Scenario],
+    procs: &[MeshProc],
+    plan: &Plan,
+    c: &mut Collect,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let n = plan.hold_connections;
+    let label = hold::conns_label(n);
+    let path = format!("/api/items?size={}", plan.body);
+    let rss =
+        |mine: &[&MeshProc]| mine.iter().map(|p| lab::rss_mib(p.pid)).collect::<anyhow::Result<Vec<f64>>>();
+    let (n_s, conc) = (n.to_string(), HOLD_CONCURRENCY.to_string());
+    for s in scenarios {
+        progress(&format!("[{label} connections] {}", s.name));
+        let mine = procs_of(s, procs);
+        let before = rss(&mine)?;
+        let holder = Holder::start(
+            s.client,
+            &[
+                "--target",
+                &s.h1_target,
+                "--host",
+                s.host,
+                "--path",
+                &path,
+                "--connections",
+                &n_s,
+                "--concurrency",
+                &conc,
+                "--hold-secs",
+                "120",
+            ],
+        )?;
+        let o = holder.opened.clone();
+        progress(&format!(
+            "  {} open, {} failed in {:.1} s (RLIMIT_NOFILE {}, ports {}-{}{})",
+            o.open,
+            o.failed,
+            o.secs,
+            o.nofile,
+            o.port_range.0,
+            o.port_range.1,
+            if o.widened { ", widened" } else { "" }
+        ));
+        // Let what the opening left in flight (pool returns, deferred frees) settle.
+        std::thread::sleep(Duration::from_secs(1));
+        let with = rss(&mine)?;
+        let closed = holder.close()?;
+        std::thread::sleep(Duration::from_secs(1));
+        let after = rss(&mine)?;
+        if o.failed > 0 {
+            notes.push(format!(
+                "{label} connections through {}: {} of {n} could not be opened (first: {})",
+                s.name,
+                o.failed,
+                o.first_error.as_deref().unwrap_or("?")
+            ));
+        }
+        if closed.closed_by_peer + closed.unexpected_data > 0 {
+            notes.push(format!(
+                "{label} connections through {}: {} closed by the far side and {} sent unasked data \
+                 during the {:.1} s hold",
+                s.name, closed.closed_by_peer, closed.unexpected_data, closed.held_secs
+            ));
+        }
+        if o.open == 0 {
+            continue;
+        }
+        for (i, p) in mine.iter().enumerate() {
+            let metric = format!("rss_{label}_conns/{}", p.label);
+            c.add(s.name, metric.clone(), "MiB", Better::Lower, with[i]);
+            c.add(s.name, format!("{metric}/before"), "MiB", Better::Lower, before[i]);
+            c.add(s.name, format!("{metric}/after_close"), "MiB", Better::Lower, after[i]);
+            let kib = (with[i] - before[i]) * 1024.0 / o.open as f64;
+            c.add(s.name, format!("kib_per_conn/{}/{label}_conns", p.label), "KiB", Better::Lower, kib);
+        }
+    }
+    notes.push(format!(
+        "{label} open connections: once per run, after the other measurements, scenario by scenario \
+         ({HOLD_CONCURRENCY} being opened at a time, each with one GET answered, then held idle); \
+         RSS is VmRSS, so memory an allocator kept from earlier phases and reuses does not show \
+         again (the ztunnels carry l4's connections before l7's: compare `after_close`)"
+    ));
+    Ok(())
 }
 
 /// iperf3 from the client pod to the server: received Gbit/s.

@@ -40,7 +40,11 @@ fn loads(report: &Report) -> Vec<String> {
 fn load_name(load: &str) -> String {
     let (proto, rate) = load.split_once('/').unwrap_or((load, ""));
     let proto = if proto == "h2" { "HTTP/2" } else { "HTTP/1.1" };
-    format!("{proto} at {} req/s", rate.trim_end_matches("rps"))
+    if rate == "saturation" {
+        format!("{proto} at saturation")
+    } else {
+        format!("{proto} at {} req/s", rate.trim_end_matches("rps"))
+    }
 }
 
 /// Every goal, in the order of the issue.
@@ -68,7 +72,15 @@ pub fn goals(report: &Report) -> Vec<Goal> {
             v >= 0.6
         });
     }
-    for load in loads(report) {
+    // The fixed rates, then the closed-loop saturation runs (h2load) where the run has them.
+    let mut cpu_loads = loads(report);
+    for proto in ["h1", "h2"] {
+        let load = format!("{proto}/saturation");
+        if median(report, "envoy", &format!("cpu_per_1k/envoy/{load}")).is_some() {
+            cpu_loads.push(load);
+        }
+    }
+    for load in cpu_loads {
         // Requests per CPU-second are the inverse of CPU per request.
         let ratio = median(report, "envoy", &format!("cpu_per_1k/envoy/{load}"))
             .zip(median(report, "waypoint", &format!("cpu_per_1k/waypoint peers/{load}")))
@@ -103,6 +115,12 @@ pub fn goals(report: &Report) -> Vec<Goal> {
             v <= 10.0
         });
     }
+    for node in ["node-a", "node-b"] {
+        // VmRSS counts the binary's code pages, shared by every ztunnel; this is the rest.
+        let mb = median(report, &format!("ztunnel {node}"), "rss_idle/anon").map(|mib| mib * 1.048_576);
+        let figure = format!("ztunnel {node}: anonymous memory only (RssAnon)");
+        push("ztunnel RSS idle ≤ 10 MB", figure, mb, &|v| format!("{v:.1} MB"), &|v| v <= 10.0);
+    }
     out
 }
 
@@ -125,6 +143,8 @@ mod tests {
             ("envoy", "latency_p99/h1/1000rps", 800.0),
             ("waypoint", "cpu_per_1k/waypoint peers/h1/1000rps", 100.0),
             ("envoy", "cpu_per_1k/envoy/h1/1000rps", 250.0),
+            ("waypoint", "cpu_per_1k/waypoint peers/h2/saturation", 40.0),
+            ("envoy", "cpu_per_1k/envoy/h2/saturation", 60.0),
             ("ztunnel node-a", "rss_idle", 18.0),
         ] {
             r.rows.push(row(s, m, "x", l, &[v]));
@@ -141,6 +161,12 @@ mod tests {
         assert_eq!((tp.value.as_deref(), tp.met), (Some("70 %"), Some(true)));
         let cpu = find("waypoint ≥ 2×", "HTTP/1.1 at 1000 req/s");
         assert_eq!((cpu.value.as_deref(), cpu.met), (Some("2.50×"), Some(true)));
+        let sat = find("waypoint ≥ 2×", "HTTP/2 at saturation");
+        assert_eq!((sat.value.as_deref(), sat.met), (Some("1.50×"), Some(false)));
+        assert!(
+            !g.iter().any(|x| x.figure == "HTTP/1.1 at saturation"),
+            "no h1 saturation rows, no goal row"
+        );
         let tail = find("waypoint ≤ 0.5×", "HTTP/1.1 at 1000 req/s");
         assert_eq!((tail.value.as_deref(), tail.met), (Some("0.25×"), Some(true)));
         let rss = find("ztunnel RSS", "ztunnel node-a");

@@ -34,7 +34,7 @@ pub fn markdown(report: &Report, plots: &[Plot]) -> String {
     }
 
     if !report.skipped.is_empty() {
-        out.push("## Not measured".to_string());
+        out.push("## Not measured, and caveats".to_string());
         out.push(String::new());
         for reason in &report.skipped {
             out.push(format!("- {}", escape_text(reason)));
@@ -257,7 +257,7 @@ mod tests {
         assert!(md.contains("- Memory: 7.8 GiB"));
         assert!(md.contains("```sh\nbench run --reps 5\n```"));
         assert!(md.contains("## Plots\n\n![A \\[x\\]](a.svg)\n"));
-        assert!(md.contains("## Not measured\n\n- envoy: no envoy binary\n"), "{md}");
+        assert!(md.contains("## Not measured, and caveats\n\n- envoy: no envoy binary\n"), "{md}");
         assert!(md.ends_with('\n') && !md.ends_with("\n\n"));
     }
 

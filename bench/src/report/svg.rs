@@ -1,5 +1,7 @@
 //! The SVG plots of `BENCHMARKS.md`: latency percentile curves on a nines scale, one per
-//! (protocol, rate), and CPU time per 1,000 requests as bars with min–max whiskers.
+//! (protocol, rate), and as bars with min–max whiskers: CPU time per 1,000 requests (at the
+//! fixed rates, and at saturation), saturation requests per second, and RSS with many
+//! connections open.
 //!
 //! Hand-written SVG, standalone (no fonts, scripts or links) and deterministic: coordinates are
 //! printed with one decimal, and every order comes from the report.
@@ -27,7 +29,8 @@ const NINES_TICKS: [(&str, f64); 8] = [
 /// Slack for comparing positions computed in floating point (a tick at the last percentile).
 const EPS: f64 = 1e-9;
 
-/// Every plot the report has data for: latency curves, then CPU bars.
+/// Every plot the report has data for: latency curves, then CPU bars (fixed rates, then
+/// saturation), saturation throughput, memory with connections open.
 pub fn plots(report: &Report) -> Vec<Plot> {
     let order = scenario_order(report);
     let mut plots = Vec::new();
@@ -47,7 +50,50 @@ pub fn plots(report: &Report) -> Vec<Plot> {
             cpu_groups.push(group);
         }
     }
-    plots.extend(cpu_groups.into_iter().filter_map(|group| cpu_plot(report, &order, group)));
+    for group in &cpu_groups {
+        let title = if *group == "cpu_per_1k" {
+            "CPU time per 1,000 requests".to_string()
+        } else {
+            format!("CPU time per 1,000 requests ({group})")
+        };
+        let file = file_part(&group.replace('_', "-"));
+        let fixed: Vec<&Row> =
+            group_rows(report, group).filter(|r| !r.metric.ends_with(SATURATION)).collect();
+        plots.extend(bar_plot(&order, fixed, &title, &format!("{file}.svg"), ""));
+        let saturated: Vec<&Row> =
+            group_rows(report, group).filter(|r| r.metric.ends_with(SATURATION)).collect();
+        let title = format!("{title} at saturation");
+        plots.extend(bar_plot(&order, saturated, &title, &format!("{file}-saturation.svg"), SATURATION));
+    }
+    let served: Vec<&Row> = group_rows(report, "saturation").filter(|r| r.unit == "req/s").collect();
+    plots.extend(bar_plot(
+        &order,
+        served,
+        "Saturation: 2xx responses per second (h2load)",
+        "saturation.svg",
+        "",
+    ));
+    let mut conn_groups: Vec<&str> = Vec::new();
+    for row in &report.rows {
+        let group = group_of(&row.metric);
+        if group.starts_with("rss_") && group.ends_with("_conns") && !conn_groups.contains(&group) {
+            conn_groups.push(group);
+        }
+    }
+    for group in conn_groups {
+        // With the connections open; not the before and after rows.
+        let open: Vec<&Row> =
+            group_rows(report, group).filter(|r| !suffix_of(&r.metric).contains('/')).collect();
+        let n = group.trim_start_matches("rss_").trim_end_matches("_conns");
+        let title = format!("RSS with {n} connections open");
+        plots.extend(bar_plot(
+            &order,
+            open,
+            &title,
+            &format!("{}.svg", file_part(&group.replace('_', "-"))),
+            "",
+        ));
+    }
 
     // Protocols or groups that differ only in characters a file name cannot hold would collide.
     let mut used: Vec<String> = Vec::new();
@@ -150,11 +196,18 @@ fn latency_plot(report: &Report, order: &[&str], proto: &str, rate: u64) -> Opti
     Some(Plot { file: format!("latency-{}-{rate}rps.svg", file_part(proto)), title, svg: close(svg) })
 }
 
-/// One horizontal bar per row of a `cpu_per_1k*` group; rows of the same load stand together so
-/// the scenarios compare at a glance.
-fn cpu_plot(report: &Report, order: &[&str], group: &str) -> Option<Plot> {
-    let rows: Vec<&Row> =
-        report.rows.iter().filter(|r| group_of(&r.metric) == group && r.value.median.is_finite()).collect();
+/// Suffix of the CPU rows of the saturation runs.
+const SATURATION: &str = "/saturation";
+
+/// The rows of a metric group with a value.
+fn group_rows<'a>(report: &'a Report, group: &'a str) -> impl Iterator<Item = &'a Row> + 'a {
+    report.rows.iter().filter(move |r| group_of(&r.metric) == group && r.value.median.is_finite())
+}
+
+/// One horizontal bar per row; rows of the same metric suffix (a load, a process) stand
+/// together so the scenarios compare at a glance. Bars are labelled with the scenario and the
+/// suffix less `trim`.
+fn bar_plot(order: &[&str], rows: Vec<&Row>, title: &str, file: &str, trim: &str) -> Option<Plot> {
     if rows.is_empty() {
         return None;
     }
@@ -175,18 +228,13 @@ fn cpu_plot(report: &Report, order: &[&str], group: &str) -> Option<Plot> {
     let (x_top, x_step) = nice_axis(max);
     let unit = bars[0].unit.as_str();
 
-    let title = if group == "cpu_per_1k" {
-        "CPU time per 1,000 requests".to_string()
-    } else {
-        format!("CPU time per 1,000 requests ({group})")
-    };
     let (bar_h, gap) = (18.0, 10.0);
     let area =
         Area { left: 210.0, right: 630.0, top: 44.0, bottom: 44.0 + gap + (bar_h + gap) * bars.len() as f64 };
     let (width, height) = (720.0, area.bottom + 50.0);
     let px = |v: f64| area.left + v.clamp(0.0, x_top) / x_top * (area.right - area.left);
 
-    let mut svg = open(width, height, &title);
+    let mut svg = open(width, height, title);
     for v in ticks(x_top, x_step) {
         let x = px(v);
         svg.push(grid_line(x, area.top, x, area.bottom));
@@ -196,7 +244,11 @@ fn cpu_plot(report: &Report, order: &[&str], group: &str) -> Option<Plot> {
         let y = area.top + gap + (bar_h + gap) * i as f64;
         let mid = y + bar_h / 2.0;
         let colour = PALETTE[colour_index(order, &r.scenario) % PALETTE.len()];
-        let label = format!("{} {}", r.scenario, suffix_of(&r.metric));
+        let suffix = suffix_of(&r.metric);
+        let suffix = suffix.strip_suffix(trim).unwrap_or(suffix);
+        // `envoy envoy` says it twice.
+        let label =
+            if suffix == r.scenario { suffix.to_string() } else { format!("{} {suffix}", r.scenario) };
         svg.push(text(area.left - 8.0, mid + 4.0, "end", label.trim_end()));
         svg.push(format!(
             r#"<rect x="{:.1}" y="{y:.1}" width="{:.1}" height="{bar_h:.1}" fill="{colour}"/>"#,
@@ -218,7 +270,7 @@ fn cpu_plot(report: &Report, order: &[&str], group: &str) -> Option<Plot> {
     let axis_title = if unit.is_empty() { "per 1,000 requests".to_string() } else { unit.to_string() };
     svg.push(text((area.left + area.right) / 2.0, height - 14.0, "middle", &axis_title));
 
-    Some(Plot { file: format!("{}.svg", file_part(&group.replace('_', "-"))), title, svg: close(svg) })
+    Some(Plot { file: file.to_string(), title: title.to_string(), svg: close(svg) })
 }
 
 /// One scenario's line in a latency plot.
@@ -474,6 +526,40 @@ mod tests {
         }
         assert!(cpu.svg.contains(">ms CPU</text>"));
         assert!(cpu.svg.contains(">4.50</text>"), "median value label");
+    }
+
+    #[test]
+    fn saturation_and_connection_bars() {
+        let mut report = sample();
+        let (h, l) = (Better::Higher, Better::Lower);
+        report.rows.extend([
+            row("l4", "cpu_per_1k/ztunnel node-a/h1/saturation", "ms CPU", l, &[9.0]),
+            row("l4", "cpu_per_1k/h2load/h1/saturation", "ms CPU", l, &[20.0]),
+            row("direct", "saturation/h1", "req/s", h, &[30_000.0, 31_000.0]),
+            row("direct", "saturation/h1/failed", "req", l, &[0.0]),
+            row("l4", "saturation/h1", "req/s", h, &[12_000.0]),
+            row("l4", "rss_10k_conns/ztunnel node-a", "MiB", l, &[80.0]),
+            row("l4", "rss_10k_conns/ztunnel node-a/before", "MiB", l, &[10.0]),
+            row("l4", "rss_10k_conns/ztunnel node-a/after_close", "MiB", l, &[20.0]),
+            row("l4", "kib_per_conn/ztunnel node-a/10k_conns", "KiB", l, &[7.0]),
+        ]);
+        let plots = plots(&report);
+        let get = |file: &str| plots.iter().find(|p| p.file == file).unwrap_or_else(|| panic!("no {file}"));
+        // The fixed-rate CPU plot keeps its three bars; saturation CPU has its own.
+        assert_eq!(get("cpu-per-1k.svg").svg.matches("<rect").count(), 4);
+        let cpu = get("cpu-per-1k-saturation.svg");
+        assert_eq!(cpu.title, "CPU time per 1,000 requests at saturation");
+        assert!(cpu.svg.contains(">l4 ztunnel node-a/h1</text>") && cpu.svg.contains(">l4 h2load/h1</text>"));
+        let sat = get("saturation.svg");
+        assert_eq!(sat.svg.matches("<rect").count(), 3, "two req/s bars, not the failed count");
+        assert!(sat.svg.contains(">direct h1</text>") && sat.svg.contains(">req/s</text>"));
+        let rss = get("rss-10k-conns.svg");
+        assert_eq!(rss.title, "RSS with 10k connections open");
+        assert_eq!(rss.svg.matches("<rect").count(), 2, "only the row with the connections open");
+        assert!(rss.svg.contains(">l4 ztunnel node-a</text>"));
+        for p in &plots {
+            assert_well_formed(&p.svg);
+        }
     }
 
     #[test]
