@@ -169,5 +169,42 @@ async fn http1_and_h2c_requests_are_routed_by_the_virtual_service() {
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.0 400"), "{out}");
+    host_header_checks(&h).await;
     h.waypoint.shutdown().await;
+}
+
+/// Sends `head` (a raw HTTP/1.1 request head, `Connection: close`) and returns the response.
+async fn raw_http1(addr: SocketAddr, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// RFC 9112 §3.2 / RFC 9113 §8.3.1: one authority per request, else 400 before any routing.
+async fn host_header_checks(h: &Harness) {
+    let addr = h.waypoint.plaintext_http_addr.unwrap();
+    // One Host still routes.
+    let out = raw_http1(addr, "GET /one HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.to_ascii_lowercase().contains("x-backend: web-v1"), "{out}");
+    // Two Host lines (what `h2load --h1 -H 'Host: x'` sends): 400, whether they agree or not,
+    // and whichever comes first.
+    for hosts in [["web", "web"], ["web", "web-canary"], ["nope", "web"]] {
+        let head = format!(
+            "GET /two HTTP/1.1\r\nHost: {}\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            hosts[0], hosts[1]
+        );
+        let out = raw_http1(addr, &head).await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{hosts:?}: {out}");
+        assert!(!out.to_ascii_lowercase().contains("x-backend"), "{hosts:?} reached a backend: {out}");
+    }
+    // h2c: a Host that differs from :authority is malformed; an equal one is fine.
+    let mut c = Client::connect(addr, true).await;
+    let (status, headers, _) = c.post("web", "/h2", &[("host", "web")]).await;
+    assert_eq!((status, backend(&headers)), (200, "web-v1"));
+    let (status, headers, body) = c.post("web", "/h2", &[("host", "web-canary")]).await;
+    assert_eq!((status, backend(&headers)), (400, ""), "{body}");
 }

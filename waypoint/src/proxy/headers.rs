@@ -51,6 +51,30 @@ pub(crate) fn authority_of(parts: &http::request::Parts) -> String {
         .unwrap_or_default()
 }
 
+/// Why the request's `Host` cannot be trusted to name one authority, if it cannot: more than
+/// one `Host` field line (RFC 9112 §3.2: answer 400), or, over HTTP/2, a `Host` that differs
+/// from `:authority` (RFC 9113 §8.3.1: malformed). In HTTP/1.1 absolute form the target's
+/// authority wins and `Host` is ignored (RFC 9112 §3.2.2), as [`authority_of`] does, so a
+/// differing `Host` is not an error there. Allocation-free: called on every request.
+pub(crate) fn host_problem(
+    version: http::Version,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> Option<&'static str> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next()?;
+    if hosts.next().is_some() {
+        return Some("more than one Host header");
+    }
+    if version == http::Version::HTTP_2
+        && let Some(a) = uri.authority()
+        && !host.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes())
+    {
+        return Some("Host differs from :authority");
+    }
+    None
+}
+
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -151,5 +175,49 @@ mod tests {
         assert_eq!(id.len(), 36);
         assert_eq!(h.get("x-request-id").unwrap(), id.as_str());
         assert_eq!(request_id(&mut h), id, "an existing id is kept");
+    }
+
+    fn parts(version: http::Version, uri: &str, hosts: &[&'static str]) -> http::request::Parts {
+        let mut b = http::Request::get(uri).version(version);
+        for h in hosts {
+            b = b.header(header::HOST, *h);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn problem(p: &http::request::Parts) -> Option<&'static str> {
+        host_problem(p.version, &p.uri, &p.headers)
+    }
+
+    #[test]
+    fn one_host_is_fine_and_two_are_refused() {
+        use http::Version;
+        assert_eq!(problem(&parts(Version::HTTP_11, "/", &["web"])), None);
+        assert_eq!(problem(&parts(Version::HTTP_11, "/", &[])), None, "no Host: the caller decides");
+        assert_eq!(
+            problem(&parts(Version::HTTP_11, "/", &["web", "web"])),
+            Some("more than one Host header")
+        );
+        assert_eq!(
+            problem(&parts(Version::HTTP_11, "/", &["web", "other"])),
+            Some("more than one Host header")
+        );
+        assert_eq!(
+            problem(&parts(Version::HTTP_2, "http://web/", &["a", "b"])),
+            Some("more than one Host header")
+        );
+    }
+
+    #[test]
+    fn http2_host_must_match_authority() {
+        use http::Version;
+        assert_eq!(problem(&parts(Version::HTTP_2, "http://web:80/", &["Web:80"])), None);
+        assert_eq!(problem(&parts(Version::HTTP_2, "http://web/", &[])), None);
+        assert_eq!(
+            problem(&parts(Version::HTTP_2, "http://web/", &["other"])),
+            Some("Host differs from :authority")
+        );
+        // HTTP/1.1 absolute form: the target's authority is used and Host ignored.
+        assert_eq!(problem(&parts(Version::HTTP_11, "http://web/", &["other"])), None);
     }
 }

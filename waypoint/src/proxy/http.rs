@@ -29,7 +29,7 @@ use mesh_telemetry::{
 };
 
 use crate::ctx::Ctx;
-use crate::proxy::headers::{add_forwarded, authority_of, request_id, strip_hop_by_hop};
+use crate::proxy::headers::{add_forwarded, authority_of, host_problem, request_id, strip_hop_by_hop};
 use crate::proxy::inbound::PortProtocol;
 use crate::proxy::pool;
 use crate::proxy::upstream::{Body, BoxError, upstream_h2};
@@ -181,6 +181,14 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body
     if parts.uri.path() == "*" && parts.method != http::Method::OPTIONS {
         rec.info.error = Some("asterisk-form target outside OPTIONS".into());
         return Ok(finish_local(rec, local_reply(StatusCode::BAD_REQUEST, "bad request target"), &conn, &rl));
+    }
+    // One authority per request: two Host lines, or an HTTP/2 Host that differs from
+    // `:authority`, could be routed by one and read by the upstream as the other
+    // (RFC 9112 §3.2, RFC 9113 §8.3.1).
+    if let Some(why) = host_problem(parts.version, &parts.uri, &parts.headers) {
+        rec.flag(ResponseFlag::DownstreamProtocolError);
+        rec.info.error = Some(why.into());
+        return Ok(finish_local(rec, local_reply(StatusCode::BAD_REQUEST, "bad Host header"), &conn, &rl));
     }
 
     // Path normalisation, JWT authentication, then authorization (on the normalised path,

@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 
 use crate::ctx::Ctx;
 use crate::proxy::coalesce::Coalesce;
+use crate::proxy::headers::host_problem;
 use crate::proxy::http::{Conn, HttpService};
 use crate::proxy::inbound::PortProtocol;
 use crate::proxy::upstream::Body;
@@ -113,6 +114,9 @@ pub enum Unroutable {
     NoAuthority,
     #[error("malformed Host or :authority {0:?}")]
     BadAuthority(String),
+    /// Two `Host` lines, or an HTTP/2 `Host` that differs from `:authority`.
+    #[error("ambiguous authority: {0}")]
+    AmbiguousHost(&'static str),
     #[error("no Service {0} known to this waypoint")]
     UnknownService(String),
 }
@@ -120,7 +124,9 @@ pub enum Unroutable {
 impl Unroutable {
     fn response(&self) -> Response<Body> {
         let status = match self {
-            Unroutable::NoAuthority | Unroutable::BadAuthority(_) => StatusCode::BAD_REQUEST,
+            Unroutable::NoAuthority | Unroutable::BadAuthority(_) | Unroutable::AmbiguousHost(_) => {
+                StatusCode::BAD_REQUEST
+            }
             // As Envoy answers a request matching no virtual host.
             Unroutable::UnknownService(_) => StatusCode::NOT_FOUND,
         };
@@ -134,6 +140,11 @@ impl Unroutable {
 
 impl PlainService {
     fn conn_for(&self, req: &Request<Incoming>) -> Result<Arc<Conn>, Unroutable> {
+        // Before routing: the Service must not be chosen by one Host and the request read by
+        // the upstream under another.
+        if let Some(why) = host_problem(req.version(), req.uri(), req.headers()) {
+            return Err(Unroutable::AmbiguousHost(why));
+        }
         let authority = req
             .uri()
             .authority()
@@ -228,6 +239,7 @@ mod tests {
     fn unroutable_statuses() {
         assert_eq!(Unroutable::NoAuthority.response().status(), 400);
         assert_eq!(Unroutable::BadAuthority("x y".into()).response().status(), 400);
+        assert_eq!(Unroutable::AmbiguousHost("more than one Host header").response().status(), 400);
         assert_eq!(Unroutable::UnknownService("nope".into()).response().status(), 404);
     }
 }
