@@ -27,6 +27,8 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before any thread exists; logged once logging is set up.
+    let nofile = mesh_telemetry::raise_open_files_limit();
     // One worker (TOKIO_WORKER_THREADS=1, as in a one-CPU pod) runs on a current-thread
     // runtime: the same single thread without the work-stealing scheduler's cross-thread
     // bookkeeping on every wake-up.
@@ -36,15 +38,19 @@ fn main() -> anyhow::Result<()> {
     } else {
         tokio::runtime::Builder::new_multi_thread().enable_all().build()?
     };
-    rt.block_on(run())
+    rt.block_on(run(nofile))
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(nofile: std::io::Result<(u64, u64)>) -> anyhow::Result<()> {
     let args = Args::parse();
     let mut config = waypoint::config::Config::load(&args.config)?;
     config.pod = args.pod.unwrap_or(config.pod);
     config.node = args.node.unwrap_or(config.node);
     let log = mesh_telemetry::init_logging(config.log_format, &config.log_level)?;
+    match nofile {
+        Ok((soft, hard)) => tracing::info!(soft, hard, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
     let w = waypoint::ctx::start(config, Some(log)).await.context("starting the waypoint")?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -135,8 +135,13 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    let nofile = mesh_telemetry::raise_open_files_limit();
     let config = Args::parse().into_config()?;
     let log = mesh_telemetry::init_logging(config.log_format, &config.log_level)?;
+    match nofile {
+        Ok((soft, hard)) => tracing::info!(soft, hard, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
     let z = ztunnel::start(config, Some(log)).await.context("starting ztunnel")?;
     let signal = ztunnel::drain::shutdown_signal().await?;
     tracing::info!(signal, open = z.drain.open_connections(), "shutting down: draining");

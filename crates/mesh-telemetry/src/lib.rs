@@ -1,7 +1,8 @@
 //! Istio-compatible telemetry for the mesh's proxies: the standard metric families with
 //! Istio's names and labels ([`Metrics`], registered in a caller's registry), the per-connection
 //! guard that records metrics and the JSON access-log line in one place ([`ConnGuard`]),
-//! Envoy/Istio response flags, the `/metrics` encoder, and the reloadable logging setup.
+//! Envoy/Istio response flags, the `/metrics` encoder, the reloadable logging setup, and
+//! [`raise_open_files_limit`] for the proxies' startup.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -29,6 +30,7 @@ pub mod labels;
 pub mod logging;
 pub mod metrics;
 pub mod request;
+pub mod rlimit;
 
 pub use conn::{ACCESS_LOG_TARGET, ConnGuard, ConnInfo, Decision, Direction};
 pub use flags::{ResponseFlag, ResponseFlags, UnknownResponseFlag};
@@ -40,3 +42,4 @@ pub use logging::{LogError, LogFormat, LogHandle, init_logging, logging_subscrib
 pub use metrics::{METRICS_CONTENT_TYPE, Metrics, TcpMetrics, encode};
 pub use prometheus_client::registry::Registry;
 pub use request::{HandleCache, HttpMetrics, RequestInfo, RequestLabels, RequestRecord};
+pub use rlimit::raise_open_files_limit;
